@@ -143,6 +143,9 @@ class CallSummary:
     recordings: list[str]
     hangup_cause: int | None
     tags: dict[str, str] = field(default_factory=dict)
+    #: How the end was known when it was not a Hangup event (e.g. the call vanished during
+    #: an AMI gap and ended at the resync time). Not part of the ``trace calls`` schema.
+    note: str | None = None
 
     @property
     def talk_seconds(self) -> int:
@@ -159,4 +162,5 @@ class CallSummary:
             for t in self.transfers
         ]
         del data["tags"]
+        del data["note"]
         return data

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["Config", "ConfigError", "is_phone_channel", "load_config", "parse_config"]
 
@@ -29,6 +29,14 @@ class ConfigError(Exception):
     def __init__(self, findings: list[str]) -> None:
         super().__init__("\n".join(findings))
         self.findings = findings
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` → (host, port); ``[::1]:80`` works too."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class _Section(BaseModel):
@@ -105,7 +113,37 @@ class RulesConfig(_Section):
     registration_priority: list[Literal["contact", "company", "lead"]] = []
     crm_create: bool = True
     exception_extensions: list[str] = []
+    #: Number sent for withheld callers; empty = such calls are not registered.
     anonymous_number: str = ""
+    #: Per-DID overrides: ``{ "74957654321" = { register = true, line = "...",
+    #: crm_create = false, crm_source = "CALL", to_mobile = false } }``.
+    dids: dict[str, dict[str, Any]] = {}
+    #: DIDs that go straight to a mobile (registered as TYPE 3).
+    mobile_dids: list[str] = []
+    #: ``[{ name = "...", pattern = "<regex on the number>", register = true, line = "..." }]``.
+    outbound_routes: list[dict[str, Any]] = []
+    #: ``[{ match = "<regex>", to = "<template>" }]``, tried before ``number_rewrite``.
+    number_rewrites: list[dict[str, Any]] = []
+    crm_source: str = ""
+    timezone: str = "UTC"
+    external_call_id_prefix: str = "callbridge"
+    #: Seconds behind the newest AMI time after which an event is replayed history: such
+    #: calls are registered without showing a card.
+    late_after: float = Field(300.0, gt=0)
+    #: Channel-variable tag marking a web-form callback the PBX placed (TYPE 4).
+    callback_tag: str = "CALLBACK"
+    add_to_chat: bool = True
+    attach_recordings: bool = True
+
+
+class OutboxConfig(_Section):
+    batch_size: int = Field(50, ge=1, le=50)
+    #: Seconds a claimed operation may stay in flight before another worker may take it.
+    lease: float = Field(120.0, gt=0)
+    retention_days: float = Field(7.0, gt=0)
+    retry_base: float = Field(1.0, gt=0)
+    retry_cap: float = Field(300.0, gt=0)
+    auth_pause: float = Field(60.0, gt=0)
 
 
 class WebConfig(_Section):
@@ -131,14 +169,20 @@ class Config(_Section):
     rules: RulesConfig = RulesConfig()
     web: WebConfig = WebConfig()
     store: StoreConfig = StoreConfig()
+    outbox: OutboxConfig = OutboxConfig()
 
+    @model_validator(mode="after")
+    def _rules_hold(self) -> Config:
+        # The rules' own validation (rewrite templates, regexes, time zone) runs at load
+        # time, so a bad rule is reported with its key before anything starts.
+        from callbridge.rules.numbers import RuleConfigError
+        from callbridge.rules.settings import settings_from_config
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` → (host, port); ``[::1]:80`` works too."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+        try:
+            settings_from_config(self.rules)
+        except RuleConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -185,7 +229,9 @@ def _describe(exc: ValidationError, source: str) -> list[str]:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         key = f"[{loc.split('.', 1)[0]}] {loc.split('.', 1)[1]}" if "." in loc else loc
-        if err["type"] == "extra_forbidden":
+        if not loc:  # a whole-config check (the rules'): its message names the key
+            findings.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
+        elif err["type"] == "extra_forbidden":
             findings.append(f"{source}: {key}: unknown key (value {err['input']!r})")
         else:
             msg = err["msg"].removeprefix("Value error, ")

@@ -14,6 +14,7 @@ for the fields where a consumer wants it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 
 __all__ = [
     "BANNER_PREFIX",
@@ -34,17 +35,47 @@ class AmiMessage:
     always spells event headers canonically, then case-insensitively); ``get_all``
     answers every value of a repeated header (``Variable``, ``ChanVariable``,
     ``Output``). ``items()`` keeps the order and the repeats as sent.
+
+    A message framed off the wire keeps its decoded text and splits it into headers on
+    first use: the reader task only frames, and the split (the costly part) runs in
+    whoever consumes the message. Nothing is lost either way — the text is the whole
+    message. ``event`` of a message whose first line is ``Event:`` is answered without
+    splitting, so a consumer can drop the events it ignores for almost nothing.
     """
 
-    __slots__ = ("_first", "_pairs")
+    __slots__ = ("_first", "_pairs", "_raw")
 
     def __init__(self, pairs: list[tuple[str, str]], first: dict[str, str] | None = None) -> None:
-        self._pairs = pairs
+        self._pairs: list[tuple[str, str]] | None = pairs
+        self._raw: str | None = None
         if first is None:
             first = {}
             for key, value in pairs:
                 first.setdefault(key, value)
+        self._first: dict[str, str] | None = first
+
+    @classmethod
+    def _from_raw(cls, raw: str) -> AmiMessage:
+        msg = cls.__new__(cls)
+        msg._raw = raw
+        msg._pairs = None
+        msg._first = None
+        return msg
+
+    def _split(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        pairs = self._pairs
+        first = self._first
+        if pairs is not None and first is not None:
+            return pairs, first
+        pairs = _split_block(self._raw or "")
+        first = dict(pairs)
+        if len(first) != len(pairs):
+            # A repeated header: dict() over the reversed pairs keeps the *first* value.
+            first = dict(reversed(pairs))
+        self._pairs = pairs
         self._first = first
+        self._raw = None
+        return pairs, first
 
     @classmethod
     def from_mapping(cls, headers: Mapping[str, str | list[str]]) -> AmiMessage:
@@ -58,11 +89,12 @@ class AmiMessage:
         return cls(pairs)
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        value = self._first.get(key)
+        pairs, first = self._split()
+        value = first.get(key)
         if value is not None:
             return value
         lowered = key.lower()
-        for name, val in self._pairs:
+        for name, val in pairs:
             if name.lower() == lowered:
                 return val
         return default
@@ -78,22 +110,27 @@ class AmiMessage:
 
     def get_all(self, key: str) -> list[str]:
         lowered = key.lower()
-        return [val for name, val in self._pairs if name.lower() == lowered]
+        return [val for name, val in self._split()[0] if name.lower() == lowered]
 
     def items(self) -> list[tuple[str, str]]:
-        return list(self._pairs)
+        return list(self._split()[0])
 
     def keys(self) -> Iterator[str]:
-        return iter(self._first)
+        return iter(self._split()[1])
 
     @property
     def event(self) -> str | None:
         """The event name, or ``None`` for a response."""
-        return self._first.get("Event")
+        raw = self._raw
+        if raw is not None and raw.startswith("Event: "):
+            # The first header is Event, so its value is the first Event value.
+            eol = raw.find("\r\n")
+            return raw[7:] if eol < 0 else raw[7:eol]
+        return self._split()[1].get("Event")
 
     @property
     def response(self) -> str | None:
-        return self._first.get("Response")
+        return self._split()[1].get("Response")
 
     @property
     def action_id(self) -> str | None:
@@ -102,7 +139,7 @@ class AmiMessage:
     def to_json_obj(self) -> dict[str, str | list[str]]:
         """Headers as sent: a repeated header becomes a list of its values, in order."""
         out: dict[str, str | list[str]] = {}
-        for key, value in self._pairs:
+        for key, value in self._split()[0]:
             prev = out.get(key)
             if prev is None:
                 out[key] = value
@@ -114,33 +151,47 @@ class AmiMessage:
 
     def to_bytes(self) -> bytes:
         """Serialise exactly as Asterisk frames a message (CRLF lines, blank line)."""
-        return "".join(f"{k}: {v}\r\n" for k, v in self._pairs).encode() + b"\r\n"
+        return "".join(f"{k}: {v}\r\n" for k, v in self._split()[0]).encode() + b"\r\n"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, AmiMessage) and self._pairs == other._pairs
+        return isinstance(other, AmiMessage) and self._split()[0] == other._split()[0]
 
     def __hash__(self) -> int:
-        return hash(tuple(self._pairs))
+        return hash(tuple(self._split()[0]))
 
     def __repr__(self) -> str:
         head = self.event or self.response or "?"
-        return f"<AmiMessage {head} {len(self._pairs)} headers>"
+        return f"<AmiMessage {head} {len(self._split()[0])} headers>"
 
 
-def _parse_block(block: str) -> AmiMessage:
-    pairs: list[tuple[str, str]] = []
-    append = pairs.append
-    for line in block.split("\r\n"):
-        key, sep, value = line.partition(":")
-        if not sep:
-            # A line without a colon (never sent by Asterisk 12+); keep it, don't drop it.
-            append(("", line))
-            continue
-        if value[:1] == " ":
-            value = value[1:]
-        append((key, value))
-    # dict() over the reversed pairs keeps the *first* value of a repeated header.
-    return AmiMessage(pairs, dict(reversed(pairs)))
+def _split_line(line: str) -> tuple[str, str]:
+    key, sep, value = line.partition(":")
+    if not sep:
+        # A line without a colon (never sent by Asterisk 12+); keep it, don't drop it.
+        return ("", line)
+    if value[:1] == " ":
+        value = value[1:]
+    return (key, value)
+
+
+def _split_block(block: str) -> list[tuple[str, str]]:
+    # Fast path: the usual "Key: Value" line, split in C by partition(": "). It gives the
+    # same answer as "key up to the first colon, one space dropped" whenever the key has
+    # no colon; any other line (no ": ", a colon in the key) takes the exact slow path.
+    return [
+        (key, value) if sep and ":" not in key else _split_line(key + sep + value)
+        for key, sep, value in map(str.partition, block.split("\r\n"), repeat(": "))
+    ]
+
+
+def _trim_block(block: str) -> str:
+    # Only a stream with stray blank lines gets here: take whole CRLFs off both ends so
+    # the same message comes out whichever side of a read boundary the blank fell.
+    while block.startswith("\r\n"):
+        block = block[2:]
+    while block.endswith("\r\n"):
+        block = block[:-2]
+    return block
 
 
 class AmiFramer:
@@ -153,14 +204,23 @@ class AmiFramer:
     direction).
     """
 
-    __slots__ = ("_buf", "_expect_banner", "banner", "max_message_bytes", "oversized")
+    __slots__ = (
+        "_buf",
+        "_expect_banner",
+        "_skipping",
+        "banner",
+        "max_message_bytes",
+        "oversized",
+    )
 
     def __init__(self, *, expect_banner: bool = True, max_message_bytes: int = 4 << 20) -> None:
         self._buf = bytearray()
         self._expect_banner = expect_banner
+        self._skipping = False
         self.banner: str | None = None
-        #: A message that grows past this without its blank line is discarded (counted
-        #: in :attr:`oversized`) so a broken peer cannot make the buffer grow forever.
+        #: A message that grows past this without its blank line is discarded up to its
+        #: blank line (counted in :attr:`oversized`) so a broken peer cannot make the
+        #: buffer grow forever; the messages after it come out as usual.
         self.max_message_bytes = max_message_bytes
         self.oversized = 0
 
@@ -170,24 +230,46 @@ class AmiFramer:
         if self._expect_banner:
             nl = buf.find(b"\n")
             if nl < 0:
-                return []
-            line = bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "replace")
-            self._expect_banner = False
-            if line.startswith(BANNER_PREFIX):
-                self.banner = line
-                del buf[: nl + 1]
+                if len(buf) > self.max_message_bytes:
+                    self._expect_banner = False
+                else:
+                    return []
+            else:
+                line = bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "replace")
+                self._expect_banner = False
+                if line.startswith(BANNER_PREFIX):
+                    self.banner = line
+                    del buf[: nl + 1]
         end = buf.rfind(_END)
         if end < 0:
             if len(buf) > self.max_message_bytes:
-                self.oversized += 1
-                buf.clear()
+                if not self._skipping:
+                    self.oversized += 1
+                    self._skipping = True
+                # Keep the last 3 bytes: they may be the start of the blank line.
+                del buf[:-3]
             return []
-        text = bytes(buf[:end]).decode("utf-8", "replace")
+        if self._skipping:
+            self._skipping = False
+            first_end = buf.find(_END)
+            del buf[: first_end + 4]
+            end -= first_end + 4
+            if end < 0:
+                return []
+        text = buf[:end].decode("utf-8", "replace")
         del buf[: end + 4]
+        # Decoding the whole run at once is safe: a CR or LF byte is never swallowed by
+        # an invalid sequence's U+FFFD, so the text splits exactly where the bytes do.
         messages: list[AmiMessage] = []
+        append = messages.append
+        from_raw = AmiMessage._from_raw
         for block in text.split("\r\n\r\n"):
-            if block:
-                messages.append(_parse_block(block.lstrip("\r\n")))
+            if block and block[0] != "\r" and block[-1] != "\n":
+                append(from_raw(block))
+            else:
+                block = _trim_block(block)
+                if block:
+                    append(from_raw(block))
         return messages
 
     @property

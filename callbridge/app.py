@@ -1,0 +1,341 @@
+"""``callbridge run``: build every part of the process in one place and serve it.
+
+:func:`build_services` is the only place that constructs things (store, Bitrix24
+client, AMI link, event intake, install flow, click-to-call, health) and wires them
+together; nothing is a module global. :func:`run` loads the config, builds, serves the
+web app with uvicorn and stops cleanly on SIGTERM/SIGINT (exit code 0).
+
+Seam for the engine issue: the AMI link's events go to :class:`AmiEventPump`, which
+hands each message to every consumer in ``consumers`` (today the Originate watch; the
+tracker → engine → outbox chain joins as another consumer and as components). A health
+probe per part makes ``/health`` report what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callbridge.actions.bitrix24_port import Bitrix24ClickCrm
+from callbridge.actions.callback import Callback
+from callbridge.actions.click_to_call import ClickToCall
+from callbridge.actions.originate import ClickToCallSettings, OriginateWatch
+from callbridge.config import Config, ConfigError, load_config, parse_listen
+from callbridge.crm.bitrix24.auth import Auth, OAuthAuth, WebhookAuth
+from callbridge.crm.bitrix24.client import Bitrix24Client
+from callbridge.crm.bitrix24.limiter import LeakyBucket
+from callbridge.pbx.ami.client import AmiClient
+from callbridge.pbx.ami.framing import AmiMessage
+from callbridge.store.app_state import AppState
+from callbridge.store.db import connect
+from callbridge.store.tokens import TokenStore
+from callbridge.web.app import EVENTS_PATH, Component, FunctionComponent, Services, create_app
+from callbridge.web.events import EventDispatcher, EventIntake, EventRegistry
+from callbridge.web.health import Health, Probe, ProbeResult
+from callbridge.web.install import Installer
+from callbridge.web.serve import start_server
+
+__all__ = ["AmiEventPump", "AmiLink", "build_ami", "build_services", "run"]
+
+log = logging.getLogger("callbridge")
+
+Clock = Callable[[], float]
+
+
+class AmiLink(Protocol):
+    """What the process needs from the AMI client."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def action(self, name: str, headers: Mapping[str, str | list[str]]) -> AmiMessage: ...
+
+    def events(self) -> AsyncIterator[object]: ...
+
+
+#: Takes every stream item: AMI messages and the client's Connected/Disconnected markers.
+AmiConsumer = Callable[[object], Awaitable[None]]
+
+
+@dataclass
+class AmiEventPump:
+    """Reads the AMI link's events and hands each to every consumer, in order.
+
+    A consumer that fails is logged and the pump goes on: one bad message never stops
+    event intake. Consumers must be quick (the AMI reader must never wait on the CRM).
+    """
+
+    link: AmiLink
+    consumers: list[AmiConsumer] = field(default_factory=list)
+    name: str = "ami-events"
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async for item in self.link.events():
+            for consumer in self.consumers:
+                try:
+                    await consumer(item)
+                except Exception:
+                    log.exception("AMI consumer failed on %r", getattr(item, "event", item))
+
+
+def _make_auth(config: Config, tokens: TokenStore, clock: Clock) -> Auth:
+    if config.bitrix24.webhook_url:
+        return WebhookAuth(config.bitrix24.webhook_url)
+    return OAuthAuth(
+        tokens,
+        oauth_url=config.bitrix24.oauth_url,
+        client_id=config.bitrix24.client_id,
+        client_secret=config.bitrix24.client_secret,
+        clock=clock,
+    )
+
+
+def _store_probe(conn: sqlite3.Connection) -> Probe:
+    def check() -> ProbeResult:
+        conn.execute("SELECT 1").fetchone()
+        return ProbeResult({"ok": True})
+
+    return Probe("store", check)
+
+
+def _portal_probe(
+    config: Config, client: Bitrix24Client, tokens: TokenStore, state: AppState
+) -> Probe:
+    def check() -> ProbeResult:
+        auth = client.auth_state
+        stored = tokens.load()
+        mode = "webhook" if config.bitrix24.webhook_url else "application"
+        problems: list[str] = []
+        if not auth.ok:
+            problems.append(f"auth {auth.status}: {auth.reason}")
+        events_ok = bool(
+            (stored is not None and stored.application_token) or config.bitrix24.outgoing_token
+        )
+        if not events_ok:
+            problems.append("events are refused until the application is installed (ONAPPINSTALL)")
+        setup = state.get("install.setup")
+        if isinstance(setup, dict) and setup.get("errors"):
+            problems.extend(f"setup: {e}" for e in setup["errors"][:5])
+        install = state.get("install") or {}
+        if isinstance(install, dict) and install.get("uninstalled"):
+            problems.append("the application was uninstalled from the portal")
+        facts = {
+            "mode": mode,
+            "auth": auth.status,
+            "auth_reason": auth.reason,
+            "installed": stored is not None,
+            "member_id": stored.member_id if stored else None,
+            "portal": stored.client_endpoint if stored else None,
+            "events_accepted": events_ok,
+            "setup": setup,
+            "requests": client.stats.requests,
+        }
+        return ProbeResult(facts, tuple(problems))
+
+    return Probe("portal", check)
+
+
+def _events_probe(dispatcher: EventDispatcher, intake: EventIntake) -> Probe:
+    def check() -> ProbeResult:
+        problems = []
+        if dispatcher.depth >= dispatcher.max_queued:
+            problems.append("event queue full")
+        return ProbeResult(
+            {
+                "queued": dispatcher.depth,
+                "handled": dispatcher.handled,
+                "failed": dispatcher.failed,
+                "refused": intake.refused,
+                "repeats": intake.repeats,
+            },
+            tuple(problems),
+        )
+
+    return Probe("events", check)
+
+
+def _ami_probe(link: AmiLink | None) -> Probe:
+    def check() -> ProbeResult:
+        if link is None:
+            return ProbeResult({"configured": False}, ("no AMI link",))
+        connected = bool(link.connected)
+        return ProbeResult(
+            {"configured": True, "connected": connected},
+            () if connected else ("not connected to Asterisk",),
+        )
+
+    return Probe("ami", check)
+
+
+def build_services(
+    config: Config,
+    *,
+    clock: Clock = time.time,
+    settings: ClickToCallSettings | None = None,
+    ami: AmiLink | None = None,
+    ami_component: Component | None = None,
+) -> Services:
+    """Every part of the process, wired. ``ami`` is the AMI link (built by :func:`run`
+    from ``[ami]``; tests pass one connected to the simulator); ``ami_component`` owns its
+    lifetime when the services should start and stop it."""
+    settings = settings or ClickToCallSettings()
+    conn = connect(config.store.path)
+    state = AppState(conn)
+    tokens = TokenStore(conn)
+    client = Bitrix24Client(
+        _make_auth(config, tokens, clock),
+        timeout=config.bitrix24.timeout,
+        limiter=LeakyBucket(config.bitrix24.rate, config.bitrix24.burst),
+    )
+    registry = EventRegistry()
+    dispatcher = EventDispatcher(registry)
+
+    def accepted_tokens() -> list[str]:
+        stored = tokens.load()
+        return [stored.application_token if stored else "", config.bitrix24.outgoing_token]
+
+    def expected_member() -> str | None:
+        stored = tokens.load()
+        return stored.member_id if stored and stored.member_id else None
+
+    installer = Installer(
+        tokens=tokens,
+        state=state,
+        client=None if config.bitrix24.webhook_url else client,
+        clock=clock,
+        public_url=config.web.public_url,
+        events_path=EVENTS_PATH,
+        lines={line: f"callbridge {line}" for line in dict.fromkeys(config.rules.lines.values())},
+        crm_auto_create=config.rules.crm_create,
+    )
+    intake = EventIntake(
+        dispatcher=dispatcher,
+        state=state,
+        accepted_tokens=accepted_tokens,
+        expected_member=expected_member,
+        clock=clock,
+        install_hook=installer.on_install_event,
+    )
+    registry.register("ONAPPUNINSTALL", installer.on_uninstall)
+
+    components: list[Component] = []
+    click: ClickToCall | None = None
+    callback: Callback | None = None
+    if ami is not None:
+        crm = Bitrix24ClickCrm(client)
+        watch = OriginateWatch()
+        variable = config.pbx.crm_call_id_variable
+        click = ClickToCall(settings, ami, crm, state, clock, variable, watch)
+        callback = Callback(settings, ami, crm, clock, variable, watch)
+        registry.register("ONEXTERNALCALLSTART", click.handle)
+        registry.register("ONEXTERNALCALLBACKSTART", callback.handle)
+        if ami_component is not None:
+            components.append(ami_component)
+        components.append(AmiEventPump(ami, [click.on_ami_event]))
+
+    async def close_client() -> None:
+        await client.close()
+
+    async def nothing() -> None:
+        return None
+
+    components.insert(0, FunctionComponent("bitrix24-client", nothing, close_client))
+    health = Health(
+        [
+            _store_probe(conn),
+            _portal_probe(config, client, tokens, state),
+            _events_probe(dispatcher, intake),
+            _ami_probe(ami),
+        ]
+    )
+    return Services(
+        state=state,
+        registry=registry,
+        dispatcher=dispatcher,
+        intake=intake,
+        installer=installer,
+        health=health,
+        components=components,
+        click=click,
+        callback=callback,
+        extras={"config": config, "tokens": tokens, "crm_client": client, "conn": conn},
+    )
+
+
+async def _main(config: Config) -> int:
+    host, port = parse_listen(config.web.listen)
+    ami, ami_component = build_ami(config)
+    services = build_services(
+        config, settings=click_settings(config), ami=ami, ami_component=ami_component
+    )
+    app = create_app(services)
+    try:
+        server = await start_server(app, host, port, services.ready)
+    except (OSError, RuntimeError) as exc:
+        log.error("callbridge could not start: %s", exc)
+        return 1
+    # One line a supervisor (and the tests) can wait for: the address really bound.
+    print(f"callbridge: listening on {server.url}", file=sys.stderr, flush=True)
+    await server.serve_until_signalled()
+    print("callbridge: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def click_settings(config: Config) -> ClickToCallSettings:
+    """``[click_to_call]`` of the config as settings; defaults while the config model has
+    no such section yet (its keys are the fields of :class:`ClickToCallSettings`)."""
+    section = getattr(config, "click_to_call", None)
+    if section is None:
+        return ClickToCallSettings()
+    dump = getattr(section, "model_dump", None)
+    values = dump() if callable(dump) else dict(section)
+    return ClickToCallSettings(**values)
+
+
+def build_ami(config: Config) -> tuple[AmiClient, Component]:
+    """The long-running AMI client from ``[ami]`` and the component owning its lifetime."""
+    ami = config.ami
+    client = AmiClient(
+        ami.host,
+        ami.port,
+        ami.username,
+        ami.secret,
+        events=ami.events,
+        connect_timeout=ami.connect_timeout,
+        ping_interval=ami.ping_interval,
+        ping_timeout=ami.ping_timeout,
+        reconnect_min=ami.reconnect_min,
+        reconnect_max=ami.reconnect_max,
+    )
+    return client, FunctionComponent("ami", client.start, client.close)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``callbridge run --config FILE``."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"callbridge: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(config))

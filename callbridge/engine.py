@@ -1,0 +1,447 @@
+"""The engine: call events in, CRM operations written to the outbox.
+
+For each business call the engine decides, with the rules, what Bitrix24 must see:
+
+- ``register`` when the call first rings a carded phone (outbound: when the operator
+  dials), always with ``SHOW=0``, followed by a separate ``show`` — so a register whose
+  answer is lost and is looked up or re-sent never leaves a card on screen by itself;
+- ``show`` to every other user whose phone starts ringing, ``hide`` when it stops ringing
+  or someone else answers, the card moved on transfers;
+- at the end, ``hide`` for everyone still carded except the finisher (``finish`` hides
+  only the finisher's card), ``finish`` by the final holder with talk seconds and status,
+  then the recording.
+
+The engine does no network I/O: its only effect is writing operations to the outbox,
+keyed per call and step, so a replay writes nothing twice. Its per-call memory is rebuilt
+from the outbox when a call it does not know shows up (a restart, with the tracker's
+resync feeding the calls in progress), so it never shows a card twice or registers twice.
+
+A *late* event (``at`` more than ``late_after`` seconds behind the newest AMI time seen)
+belongs to a call being replayed after an outage: it never produces a ``show``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from callbridge import rules
+from callbridge.calls import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallMerged,
+    CallResult,
+    CallStarted,
+    CallSummary,
+    CallTransferred,
+    Direction,
+    RecordingKnown,
+    RingingChanged,
+)
+from callbridge.crm.base import CrmOperation, OperationKind, ResultRef
+from callbridge.outbox.store import OutboxEntry, OutboxStore
+from callbridge.rules import Registration, RuleSettings, Skip, UserDirectory
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+_CALL_ID_REF = ResultRef("register", "CALL_ID")
+
+
+@dataclass(slots=True)
+class _Call:
+    call_id: str
+    started: CallStarted | None = None
+    decision: Registration | Skip | None = None
+    registered: bool = False
+    shown: list[int] = field(default_factory=list)
+    holder: int | None = None
+    ended: bool = False
+    steps: int = 0  # show/hide counter, part of their keys
+    recordings: list[str] = field(default_factory=list)
+    rang: list[str] = field(default_factory=list)
+    answered_at: float | None = None
+
+
+class Engine:
+    def __init__(
+        self, settings: RuleSettings, outbox: OutboxStore, directory: UserDirectory
+    ) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._directory = directory
+        self._calls: dict[str, _Call] = {}
+        self._absorbed: set[str] = set()
+        self._newest = float("-inf")
+        self._warned: set[str] = set()
+
+    def set_directory(self, directory: UserDirectory) -> None:
+        """New users from the CRM (the app refreshes them periodically)."""
+        self._directory = directory
+
+    @property
+    def newest_at(self) -> float:
+        return self._newest
+
+    def handle(self, event: CallEvent) -> list[OutboxEntry]:
+        """React to one event; returns the operations written (new or already present)."""
+        self._newest = max(self._newest, event.at)
+        if event.call_id in self._absorbed:
+            return []
+        call = self._call(event.call_id)
+        late = event.at < self._newest - self._settings.late_after
+        entries: list[OutboxEntry]
+        if isinstance(event, CallStarted):
+            entries = self._started(call, event, late)
+        elif isinstance(event, RingingChanged):
+            entries = self._ringing(call, event, late)
+        elif isinstance(event, CallAnswered):
+            entries = self._answered(call, event, late)
+        elif isinstance(event, CallTransferred):
+            entries = self._transferred(call, event)
+        elif isinstance(event, RecordingKnown):
+            entries = self._recording(call, event)
+        elif isinstance(event, CallMerged):
+            entries = self._merged(call, event)
+        else:
+            entries = self._ended(call, event)
+        if entries:
+            self._outbox.add(entries)
+        if call.ended:
+            # The outbox remembers the rest; keep memory bounded.
+            self._calls.pop(call.call_id, None)
+        return entries
+
+    # -- state --------------------------------------------------------------------------
+
+    def _call(self, call_id: str) -> _Call:
+        call = self._calls.get(call_id)
+        if call is None:
+            call = self._calls[call_id] = self._restore(call_id)
+        return call
+
+    def _restore(self, call_id: str) -> _Call:
+        call = _Call(call_id)
+        for op in self._outbox.ops_for_call(call_id):
+            if op.kind is OperationKind.REGISTER_CALL:
+                call.registered = True
+                call.holder = _int(op.params.get("USER_ID"))
+            elif op.kind in (OperationKind.SHOW_CALL, OperationKind.HIDE_CALL):
+                call.steps += 1
+                if op.status in ("skipped", "failed", "dropped"):
+                    continue
+                for user in _users(op.params.get("USER_ID")):
+                    if op.kind is OperationKind.SHOW_CALL and user not in call.shown:
+                        call.shown.append(user)
+                    elif op.kind is OperationKind.HIDE_CALL and user in call.shown:
+                        call.shown.remove(user)
+            elif op.kind is OperationKind.FINISH_CALL:
+                call.ended = True
+            elif op.kind is OperationKind.ATTACH_RECORD:
+                call.recordings.append(str(op.params.get("RECORD_PATH", "")))
+        return call
+
+    def _decide(self, call: _Call, callee: str | None = None) -> Registration | Skip:
+        if call.decision is not None:
+            return call.decision
+        assert call.started is not None
+        decision = rules.registration(self._settings, call.started, callee)
+        if isinstance(decision, Skip):
+            log.info("call %s not registered: %s", call.call_id, decision.reason)
+        call.decision = decision
+        return decision
+
+    def _user(self, extension: str | None) -> int:
+        user = rules.user_for_extension(self._settings, self._directory, extension)
+        if user is None:
+            self._warn_unmapped(extension)
+            return self._settings.default_user_id
+        return user
+
+    def _warn_unmapped(self, extension: str | None) -> None:
+        if (
+            extension
+            and extension not in self._settings.exception_extensions
+            and extension not in self._warned
+        ):
+            self._warned.add(extension)
+            log.warning(
+                "extension %s has no active Bitrix24 user: its calls go to user %s",
+                extension,
+                self._settings.default_user_id,
+            )
+
+    def _call_ref(self, call: _Call) -> Any:
+        decision = call.decision
+        if isinstance(decision, Registration) and decision.crm_call_id:
+            return decision.crm_call_id
+        return _CALL_ID_REF
+
+    # -- operations ---------------------------------------------------------------------
+
+    def _register(self, call: _Call, user: int) -> list[OutboxEntry]:
+        decision = call.decision
+        if call.registered or not isinstance(decision, Registration):
+            return []
+        call.registered = True
+        call.holder = user
+        if decision.crm_call_id:
+            return []  # click-to-call: Bitrix24 registered it already (reference §7.5)
+        assert call.started is not None
+        params: dict[str, Any] = {
+            "USER_ID": user,
+            "PHONE_NUMBER": decision.phone,
+            "TYPE": decision.call_type,
+            "CALL_START_DATE": rules.call_start_date(self._settings, call.started.at),
+            "CRM_CREATE": int(decision.crm_create),
+            "SHOW": 0,
+            "EXTERNAL_CALL_ID": decision.external_call_id,
+        }
+        if decision.line:
+            params["LINE_NUMBER"] = decision.line
+        if decision.crm_source:
+            params["CRM_SOURCE"] = decision.crm_source
+        meta: dict[str, Any] = {
+            "external_call_id": decision.external_call_id,
+            "phone": decision.phone,
+        }
+        if self._settings.registration_priority:
+            meta["priority"] = list(self._settings.registration_priority)
+        op = CrmOperation(call.call_id, "register", OperationKind.REGISTER_CALL, params)
+        return [OutboxEntry(op, meta)]
+
+    def _cards(self, call: _Call, kind: OperationKind, users: Sequence[int]) -> list[OutboxEntry]:
+        if not users or not call.registered:
+            return []
+        call.steps += 1
+        name = "show" if kind is OperationKind.SHOW_CALL else "hide"
+        for user in users:
+            if kind is OperationKind.SHOW_CALL:
+                call.shown.append(user)
+            else:
+                call.shown.remove(user)
+        params = {"CALL_ID": self._call_ref(call), "USER_ID": list(users)}
+        return [OutboxEntry(CrmOperation(call.call_id, f"{name}.{call.steps}", kind, params))]
+
+    def _show(self, call: _Call, users: Sequence[int], late: bool) -> list[OutboxEntry]:
+        if late:
+            return []
+        return self._cards(call, OperationKind.SHOW_CALL, [u for u in users if u not in call.shown])
+
+    def _hide(self, call: _Call, users: Sequence[int]) -> list[OutboxEntry]:
+        return self._cards(call, OperationKind.HIDE_CALL, [u for u in call.shown if u in users])
+
+    # -- events -------------------------------------------------------------------------
+
+    def _started(self, call: _Call, event: CallStarted, late: bool) -> list[OutboxEntry]:
+        if call.started is None:
+            call.started = event
+        if event.direction is not Direction.OUTBOUND or call.ended:
+            return []  # inbound: registered at first ring; internal: once the callee rings
+        if isinstance(self._decide(call), Skip):
+            return []
+        user = self._user(event.operator)
+        entries = self._register(call, user)
+        mapped = rules.user_for_extension(self._settings, self._directory, event.operator)
+        if mapped is not None:
+            entries += self._show(call, [mapped], late)
+        return entries
+
+    def _ringing(self, call: _Call, event: RingingChanged, late: bool) -> list[OutboxEntry]:
+        if call.started is None or call.ended:
+            return []
+        for ext in event.ringing:
+            if ext not in call.rang:
+                call.rang.append(ext)
+        carded = [e for e in event.ringing if e not in self._settings.exception_extensions]
+        entries: list[OutboxEntry] = []
+        if not call.registered and carded:
+            callee = carded[0] if call.started.direction is Direction.INTERNAL else None
+            if isinstance(self._decide(call, callee), Skip):
+                return []
+            first = (
+                carded[0] if call.started.direction is Direction.INBOUND else call.started.operator
+            )
+            entries += self._register(call, self._user(first))
+        if not call.registered:
+            return entries
+        users = rules.card_users(self._settings, self._directory, event.ringing)
+        keep = set(users) | self._caller(call)
+        if call.holder is not None and call.answered_at is not None:
+            keep.add(call.holder)
+        if call.answered_at is None:
+            users = [*self._caller(call), *users]
+        entries += self._hide(call, [u for u in call.shown if u not in keep])
+        entries += self._show(call, users, late)
+        return entries
+
+    def _answered(self, call: _Call, event: CallAnswered, late: bool) -> list[OutboxEntry]:
+        if call.started is None or call.ended:
+            return []
+        call.answered_at = call.answered_at or event.at
+        if not call.registered:
+            if isinstance(self._decide(call, event.extension), Skip):
+                return []
+            entries = self._register(call, self._user(event.extension))
+        else:
+            entries = []
+        holder = rules.user_for_extension(self._settings, self._directory, event.extension)
+        if holder is None:
+            return entries
+        call.holder = holder
+        keep = {holder} | self._caller(call)
+        entries += self._hide(call, [u for u in call.shown if u not in keep])
+        entries += self._show(call, [holder], late)
+        return entries
+
+    def _transferred(self, call: _Call, event: CallTransferred) -> list[OutboxEntry]:
+        if call.started is None or call.ended or not call.registered:
+            return []
+        transferer = rules.user_for_extension(
+            self._settings, self._directory, event.transfer.from_extension
+        )
+        target = rules.user_for_extension(
+            self._settings, self._directory, event.transfer.to_extension
+        )
+        if target is not None:
+            call.holder = target
+        if transferer is not None and transferer != target:
+            return self._hide(call, [transferer])
+        return []
+
+    def _recording(self, call: _Call, event: RecordingKnown) -> list[OutboxEntry]:
+        if event.path not in call.recordings:
+            call.recordings.append(event.path)
+        if call.ended and call.registered:
+            return self._records(call, [event.path])
+        return []
+
+    def _records(self, call: _Call, paths: Sequence[str]) -> list[OutboxEntry]:
+        if not self._settings.attach_recordings:
+            return []
+        entries = []
+        for path in paths:
+            digest = hashlib.sha1(path.encode()).hexdigest()[:12]
+            params = {
+                "CALL_ID": self._call_ref(call),
+                "FILENAME": posixpath.basename(path),
+                "RECORD_PATH": path,
+            }
+            op = CrmOperation(call.call_id, f"record.{digest}", OperationKind.ATTACH_RECORD, params)
+            entries.append(OutboxEntry(op))
+        return entries
+
+    def _merged(self, call: _Call, event: CallMerged) -> list[OutboxEntry]:
+        self._absorbed.add(event.absorbed_call_id)
+        absorbed = self._calls.pop(event.absorbed_call_id, None)
+        if absorbed is None:
+            absorbed = self._restore(event.absorbed_call_id)
+        if not absorbed.registered or absorbed.ended:
+            return []
+        # Rare (internal calls registered): the absorbed record is closed so no card stays.
+        answered = absorbed.answered_at is not None
+        talk = max(0, round(event.at - absorbed.answered_at)) if absorbed.answered_at else 0
+        user = absorbed.holder or self._settings.default_user_id
+        entries = self._hide(absorbed, [u for u in absorbed.shown if u != user])
+        absorbed.ended = True
+        params = {
+            "CALL_ID": self._call_ref(absorbed),
+            "USER_ID": user,
+            "DURATION": talk,
+            "STATUS_CODE": "200" if answered else "304",
+            "ADD_TO_CHAT": int(self._settings.add_to_chat),
+        }
+        op = CrmOperation(absorbed.call_id, "finish", OperationKind.FINISH_CALL, params)
+        return [*entries, OutboxEntry(op, self._finish_meta(absorbed, None))]
+
+    def _finish_meta(self, call: _Call, summary: CallSummary | None) -> dict[str, Any]:
+        decision = call.decision
+        meta: dict[str, Any] = {}
+        if isinstance(decision, Registration) and not decision.crm_call_id:
+            meta = {"external_call_id": decision.external_call_id, "phone": decision.phone}
+        if (
+            summary is not None
+            and not summary.answered
+            and summary.direction is Direction.INBOUND
+            and self._settings.missed_call_user == "responsible"
+        ):
+            meta["user_rule"] = "responsible"
+            if self._settings.registration_priority:
+                meta["priority"] = list(self._settings.registration_priority)
+        return meta
+
+    def _ended(self, call: _Call, event: CallEnded) -> list[OutboxEntry]:
+        if call.ended:
+            return []
+        summary = event.summary
+        if call.started is None:
+            call.started = CallStarted(
+                call.call_id,
+                summary.start,
+                summary.direction,
+                summary.external_number,
+                summary.did,
+                summary.operator,
+                dict(summary.tags),
+            )
+        entries: list[OutboxEntry] = []
+        if not call.registered:
+            callee = summary.rang[0] if summary.rang else summary.answered_by
+            if isinstance(self._decide(call, callee), Skip):
+                call.ended = True
+                return []
+            if summary.direction is Direction.INBOUND:
+                carded = [e for e in summary.rang if e not in self._settings.exception_extensions]
+                first = carded[0] if carded else summary.answered_by
+            else:
+                first = summary.operator
+            entries += self._register(call, self._user(first) if first else self._default())
+        finisher = rules.finish_user(self._settings, self._directory, summary)
+        entries += self._hide(call, [u for u in call.shown if u != finisher])
+        call.ended = True
+        params: dict[str, Any] = {
+            "CALL_ID": self._call_ref(call),
+            "USER_ID": finisher,
+            "DURATION": rules.duration(summary),
+            "STATUS_CODE": rules.status_code(summary.result, summary.hangup_cause),
+            "ADD_TO_CHAT": int(self._settings.add_to_chat),
+        }
+        if summary.result is not CallResult.ANSWERED and summary.result is not None:
+            params["FAILED_REASON"] = str(summary.result)
+        legs = rules.transfer_legs(self._settings, summary)
+        finish = CrmOperation(call.call_id, "finish", OperationKind.FINISH_CALL, params)
+        meta = self._finish_meta(call, summary)
+        if legs:
+            meta["description"] = legs
+        entries.append(OutboxEntry(finish, meta))
+        for path in summary.recordings:
+            if path not in call.recordings:
+                call.recordings.append(path)
+        entries += self._records(call, call.recordings)
+        return entries
+
+    def _caller(self, call: _Call) -> set[int]:
+        """The operator placing an outbound/internal call keeps a card until the end."""
+        if call.started is None or call.started.direction is Direction.INBOUND:
+            return set()
+        user = rules.user_for_extension(self._settings, self._directory, call.started.operator)
+        return set() if user is None else {user}
+
+    def _default(self) -> int:
+        return self._settings.default_user_id
+
+
+def _users(value: Any) -> list[int]:
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, int)]
+    return [value] if isinstance(value, int) else []
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
