@@ -85,9 +85,9 @@ def run_panoramisk(reads: list[bytes]) -> int:
 
     seen: list[Any] = []
     protocol = AMIProtocol()
-    protocol.connection_made(_Transport())  # type: ignore[arg-type]
+    protocol.connection_made(_Transport())
     protocol.encoding = "utf8"  # what panoramisk.Manager sets by default
-    protocol.handle_message = seen.append  # type: ignore[method-assign]
+    protocol.handle_message = seen.append
     data_received = protocol.data_received
     for chunk in reads:
         data_received(chunk)

@@ -237,7 +237,7 @@ def test_settings_from_toml_tables() -> None:
     assert s.route_for("74957654325").name == "sales"
     assert s.route_for("74957654325").schedule is not None
     assert s.route_for("other").unknown == Destination(DestinationKind.QUEUE, "700")
-    assert s.lookup_budget == pytest.approx(0.2)
+    assert s.lookup_budget == pytest.approx(0.15)
 
 
 def test_settings_errors_name_every_bad_key() -> None:

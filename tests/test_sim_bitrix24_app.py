@@ -1,5 +1,8 @@
 """Application mode of the emulator: OAuth server, event.* methods, event delivery (§2.2, §5)."""
 
+# fixtures are imported from the shared support module, so their parameters shadow them
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +21,9 @@ from tests.test_sim_bitrix24_support import (  # noqa: F401 - fixtures
 
 async def install(p: Portal, rec: Receiver) -> dict[str, Any]:
     """Install a local app whose handler is the receiver; returns credentials + install auth."""
-    response = await p.client.post("/_emulator/install", json={"handler": f"{rec.url}/hook/install"})
+    response = await p.client.post(
+        "/_emulator/install", json={"handler": f"{rec.url}/hook/install"}
+    )
     assert response.status_code == 200, response.text
     creds: dict[str, Any] = response.json()
     assert creds["delivery_status"] == 200
@@ -32,7 +37,9 @@ async def app_call(p: Portal, token: str, method: str, body: dict[str, Any] | No
     return response.json()["result"]
 
 
-async def test_s2_2_install_posts_onappinstall_form_encoded(portal: Portal, receiver: Receiver) -> None:
+async def test_s2_2_install_posts_onappinstall_form_encoded(
+    portal: Portal, receiver: Receiver
+) -> None:
     creds = await install(portal, receiver)
     assert creds["client_id"].startswith("local.")
     assert creds["client_secret"]
@@ -86,7 +93,9 @@ async def test_s2_2_token_expiry_refresh_rotation(start_portal: Any, receiver: R
     assert (await app_call(p, tokens["access_token"], "profile"))["ID"] == "9"
     reused = await p.client.get("/oauth/token/", params=grant)
     assert envelope(reused) == (400, "invalid_grant", "Invalid refresh token")
-    rotated = await p.client.post("/oauth/token/", data={**grant, "refresh_token": tokens["refresh_token"]})
+    rotated = await p.client.post(
+        "/oauth/token/", data={**grant, "refresh_token": tokens["refresh_token"]}
+    )
     assert rotated.status_code == 200
     bad_secret = await p.client.get("/oauth/token/", params={**grant, "client_secret": "x"})
     assert envelope(bad_secret) == (401, "invalid_client", "Invalid client credentials")
@@ -124,7 +133,9 @@ async def test_s2_2_authorization_code_grant(portal: Portal, receiver: Receiver)
 async def test_s5_5_event_bind_get_unbind(portal: Portal, receiver: Receiver) -> None:
     token = (await install(portal, receiver))["auth"]["access_token"]
     handler = f"{receiver.url}/hook/events"
-    assert await app_call(portal, token, "event.bind", {"event": "OnExternalCallStart", "handler": handler})
+    assert await app_call(
+        portal, token, "event.bind", {"event": "OnExternalCallStart", "handler": handler}
+    )
     twice = await portal.client.post(
         "/rest/event.bind", json={"auth": token, "event": "ONEXTERNALCALLSTART", "handler": handler}
     )
@@ -140,7 +151,9 @@ async def test_s5_5_event_bind_get_unbind(portal: Portal, receiver: Receiver) ->
     assert state["handlers"] == [
         {"event": "ONEXTERNALCALLSTART", "handler": handler, "auth_type": 0, "app_id": 1}
     ]
-    result = await app_call(portal, token, "event.unbind", {"event": "ONEXTERNALCALLSTART", "handler": handler})
+    result = await app_call(
+        portal, token, "event.unbind", {"event": "ONEXTERNALCALLSTART", "handler": handler}
+    )
     assert result == {"count": 1}
     assert await app_call(portal, token, "event.get") == []
 
@@ -200,11 +213,18 @@ async def test_s5_2_click_registers_and_sends_onexternalcallstart(
     event_token = form["auth"]["access_token"]
     assert (await app_call(portal, event_token, "user.current"))["ID"] == "1"
     await app_call(
-        portal, event_token, "telephony.externalcall.finish", {"CALL_ID": call_id, "USER_ID": 1, "DURATION": 7}
+        portal,
+        event_token,
+        "telephony.externalcall.finish",
+        {"CALL_ID": call_id, "USER_ID": 1, "DURATION": 7},
     )
     state = await portal.state()
     call = next(c for c in state["calls"] if c["CALL_ID"] == call_id)
-    assert (call["TYPE"], call["finished"], call["history"][0]["method"]) == (1, True, "_emulator.click")
+    assert (call["TYPE"], call["finished"], call["history"][0]["method"]) == (
+        1,
+        True,
+        "_emulator.click",
+    )
     assert [(d["event"], d["handler"], d["status"]) for d in state["deliveries"]][-1] == (
         "ONEXTERNALCALLSTART",
         handler,
@@ -257,7 +277,9 @@ async def test_s5_1_crm_changes_fire_oncrm_events_from_webhook_and_app(
     await portal.result("crm.company.update", {"id": 1, "fields": {"TITLE": "Romashka JSC"}})
     await portal.result("crm.deal.add", {"fields": {"TITLE": "not subscribed"}})
     await portal.server.wait_deliveries()
-    got = sorted((p["form"]["event"], p["form"]["data"]["FIELDS"]["ID"]) for p in receiver.posts[1:])
+    got = sorted(
+        (p["form"]["event"], p["form"]["data"]["FIELDS"]["ID"]) for p in receiver.posts[1:]
+    )
     assert got == sorted(
         [
             ("ONCRMLEADADD", str(lead_id)),
@@ -279,7 +301,10 @@ async def test_s5_1_failed_delivery_is_recorded_and_not_retried(
     await portal.server.wait_deliveries()
     assert len(receiver.events("ONCRMLEADADD")) == 1
     deliveries = (await portal.state())["deliveries"]
-    assert [(d["event"], d["status"]) for d in deliveries] == [("ONAPPINSTALL", 200), ("ONCRMLEADADD", 500)]
+    assert [(d["event"], d["status"]) for d in deliveries] == [
+        ("ONAPPINSTALL", 200),
+        ("ONCRMLEADADD", 500),
+    ]
 
 
 async def test_s5_1_unreachable_handler_is_recorded(portal: Portal, receiver: Receiver) -> None:

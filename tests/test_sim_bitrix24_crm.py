@@ -1,5 +1,8 @@
 """CRM, users, tasks and notifications of the emulator against reference §6 (and §6.2 unit)."""
 
+# fixtures are imported from the shared support module, so their parameters shadow them
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import pytest
@@ -89,11 +92,18 @@ async def test_s6_4_list_filter_select_and_multifields(portal: Portal) -> None:
         "crm.contact.list", {"filter": {"%LAST_NAME": "orl"}, "select": ["ID", "PHONE"]}
     )
     assert rows == [
-        {"ID": "2", "PHONE": [{"ID": "2", "VALUE_TYPE": "MOBILE", "VALUE": "89031112233", "TYPE_ID": "PHONE"}]}
+        {
+            "ID": "2",
+            "PHONE": [
+                {"ID": "2", "VALUE_TYPE": "MOBILE", "VALUE": "89031112233", "TYPE_ID": "PHONE"}
+            ],
+        }
     ]
     rows = await portal.result("crm.contact.list", {"filter": {"PHONE": "89031112233"}})
     assert [r["ID"] for r in rows] == ["2"]
-    rows = await portal.result("crm.contact.list", {"filter": {"@ID": [1, 2]}, "order": {"ID": "DESC"}})
+    rows = await portal.result(
+        "crm.contact.list", {"filter": {"@ID": [1, 2]}, "order": {"ID": "DESC"}}
+    )
     assert [r["ID"] for r in rows] == ["2", "1"]
     deals = await portal.result("crm.deal.list", {"filter": {"CONTACT_ID": 1}})
     assert [(d["ID"], d["OPPORTUNITY"]) for d in deals] == [("1", "15000.00")]
@@ -153,7 +163,9 @@ async def test_s6_8_user_get_by_extension_both_filter_styles(portal: Portal) -> 
         "+79161110102",
         True,
     )
-    nested = await portal.result("user.get", {"FILTER": {"ACTIVE": True}, "sort": "UF_PHONE_INNER", "order": "DESC"})
+    nested = await portal.result(
+        "user.get", {"FILTER": {"ACTIVE": True}, "sort": "UF_PHONE_INNER", "order": "DESC"}
+    )
     assert [u["UF_PHONE_INNER"] for u in nested] == ["103", "102", "101", ""]
     admin = await portal.result("user.get", {"filter": {"ID": 9}})
     assert admin[0]["UF_PHONE_INNER"] == "" and admin[0]["IS_ADMIN"] is True
@@ -162,7 +174,14 @@ async def test_s6_8_user_get_by_extension_both_filter_styles(portal: Portal) -> 
 async def test_s6_9_tasks_task_add(portal: Portal) -> None:
     result = await portal.result(
         "tasks.task.add",
-        {"fields": {"TITLE": "Missed call", "RESPONSIBLE_ID": 2, "UF_CRM_TASK": ["C_1"], "AUDITORS": [3]}},
+        {
+            "fields": {
+                "TITLE": "Missed call",
+                "RESPONSIBLE_ID": 2,
+                "UF_CRM_TASK": ["C_1"],
+                "AUDITORS": [3],
+            }
+        },
     )
     task = result["task"]
     assert (task["title"], task["responsibleId"], task["auditors"]) == ("Missed call", "2", ["3"])
@@ -182,7 +201,9 @@ async def test_s6_10_notifications_and_tag_replacement(portal: Portal) -> None:
     )
     assert isinstance(first, int) and second == first + 1
     notes = (await portal.state())["notifications"]
-    assert [(n["ID"], n["MESSAGE"], n["KIND"]) for n in notes] == [(second, "Missed call (2)", "personal")]
+    assert [(n["ID"], n["MESSAGE"], n["KIND"]) for n in notes] == [
+        (second, "Missed call (2)", "personal")
+    ]
     assert envelope(await portal.rest("im.notify.system.add", {"MESSAGE": "x"})) == (
         400,
         "USER_ID_EMPTY",
@@ -199,6 +220,8 @@ async def test_portal_info_methods(portal: Portal) -> None:
     assert (await portal.result("profile"))["ADMIN"] is False
     assert "telephony" in await portal.result("scope")
     methods = await portal.result("methods")
-    assert {"batch", "telephony.externalcall.register", "crm.lead.add", "event.bind"} <= set(methods)
+    assert {"batch", "telephony.externalcall.register", "crm.lead.add", "event.bind"} <= set(
+        methods
+    )
     assert (await portal.result("app.info"))["STATUS"] == "L"
     assert (await portal.result("user.current"))["NAME"] == "Ivan"

@@ -1,5 +1,8 @@
 """The emulator's REST transport, rule by rule against the reference (§1, §2.1, §3)."""
 
+# fixtures are imported from the shared support module, so their parameters shadow them
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -258,7 +261,10 @@ async def test_s3_3_batch_references_and_per_command_errors(portal: Portal) -> N
 async def test_s3_3_batch_halt_stops_at_the_first_error(portal: Portal) -> None:
     response = await portal.rest(
         "batch",
-        {"halt": 1, "cmd": {"a": "profile", "b": "no.such.method", "c": "crm.lead.add?fields[TITLE]=x"}},
+        {
+            "halt": 1,
+            "cmd": {"a": "profile", "b": "no.such.method", "c": "crm.lead.add?fields[TITLE]=x"},
+        },
     )
     result = response.json()["result"]
     assert list(result["result"]) == ["a"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,9 @@ class Portal:
     client: httpx.AsyncClient
     clock: Clock
 
-    async def rest(self, method: str, body: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+    async def rest(
+        self, method: str, body: dict[str, Any] | None = None, **kw: Any
+    ) -> httpx.Response:
         """POST JSON to the configured webhook (``1/secret``)."""
         return await self.client.post(f"/rest/1/secret/{method}", json=body or {}, **kw)
 
@@ -74,7 +77,9 @@ async def start_portal() -> AsyncIterator[StartPortal]:
         options.setdefault("webhook", "1/secret")
         server = EmulatorServer(EmulatorOptions(clock=clock, **options))
         url = await server.start("127.0.0.1", 0)
-        verify: Any = str(server.cert_path) if server.cert_path else True
+        verify: Any = True
+        if server.cert_path is not None:
+            verify = ssl.create_default_context(cafile=str(server.cert_path))
         client = httpx.AsyncClient(base_url=url, timeout=10.0, verify=verify)
         portal = Portal(server, url, client, clock)
         started.append(portal)

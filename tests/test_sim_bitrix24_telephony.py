@@ -1,5 +1,8 @@
 """Telephony methods of the emulator against reference §4 (and the §2.5 auth switch)."""
 
+# fixtures are imported from the shared support module, so their parameters shadow them
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import base64
@@ -36,7 +39,8 @@ async def call_state(p: Portal, call_id: str) -> dict[str, Any]:
 
 async def test_s4_1_external_line_lifecycle(portal: Portal) -> None:
     add = await portal.result(
-        "telephony.externalLine.add", {"NUMBER": "74957654321", "NAME": "Main", "CRM_AUTO_CREATE": "x"}
+        "telephony.externalLine.add",
+        {"NUMBER": "74957654321", "NAME": "Main", "CRM_AUTO_CREATE": "x"},
     )
     assert isinstance(add["ID"], int)
     update = await portal.result(
@@ -100,7 +104,9 @@ async def test_s4_2_search_crm_entities_matches_normalised_phone(portal: Portal)
 
 
 async def test_s4_3_register_binds_the_matching_contact(portal: Portal) -> None:
-    result = await register(portal, USER_ID=0, USER_PHONE_INNER="102", PHONE_NUMBER="+7 495 123-45-67")
+    result = await register(
+        portal, USER_ID=0, USER_PHONE_INNER="102", PHONE_NUMBER="+7 495 123-45-67"
+    )
     assert result["CALL_ID"].startswith("externalCall.")
     _, hexpart, stamp = result["CALL_ID"].split(".")
     assert len(hexpart) == 32 and int(stamp) == int(T0)
@@ -126,7 +132,8 @@ async def test_s4_3_register_without_match_and_with_crm_create(portal: Portal) -
     assert (lead["SOURCE_ID"], lead["ASSIGNED_BY_ID"]) == ("CALL", "1")
     # finishing as another user re-assigns the auto-created lead (§4.3, §4.5)
     await portal.result(
-        "telephony.externalcall.finish", {"CALL_ID": created["CALL_ID"], "USER_ID": 3, "DURATION": 5}
+        "telephony.externalcall.finish",
+        {"CALL_ID": created["CALL_ID"], "USER_ID": 3, "DURATION": 5},
     )
     lead = await portal.result("crm.lead.get", {"id": lead_id})
     assert lead["ASSIGNED_BY_ID"] == "3"
@@ -203,7 +210,9 @@ async def test_s4_3_window_uses_call_start_date_when_given(portal: Portal) -> No
 
 async def test_s4_3_finished_calls_are_not_reused(portal: Portal) -> None:
     first = await register(portal, EXTERNAL_CALL_ID="f1")
-    await portal.result("telephony.externalcall.finish", {"CALL_ID": first["CALL_ID"], "USER_ID": 1})
+    await portal.result(
+        "telephony.externalcall.finish", {"CALL_ID": first["CALL_ID"], "USER_ID": 1}
+    )
     again = await register(portal, EXTERNAL_CALL_ID="f1")
     assert again["CALL_ID"] != first["CALL_ID"]
 
@@ -262,7 +271,9 @@ async def test_s2_5_switch_telephony_webhook_deny(start_portal: StartPortal) -> 
 async def test_s4_4_show_and_hide_per_user_json_and_form_arrays(portal: Portal) -> None:
     call_id = (await register(portal, SHOW=0))["CALL_ID"]
     assert (await call_state(portal, call_id))["shown_now"] == []
-    assert await portal.result("telephony.externalcall.show", {"CALL_ID": call_id, "USER_ID": [2, 3]})
+    assert await portal.result(
+        "telephony.externalcall.show", {"CALL_ID": call_id, "USER_ID": [2, 3]}
+    )
     response = await portal.client.post(
         "/rest/1/secret/telephony.externalcall.hide",
         data={"CALL_ID": call_id, "USER_ID[0]": "3"},
@@ -280,7 +291,9 @@ async def test_s4_4_show_and_hide_per_user_json_and_form_arrays(portal: Portal) 
 
 
 async def test_s4_4_show_on_unknown_or_finished_call_is_false(portal: Portal) -> None:
-    assert await portal.result("telephony.externalcall.show", {"CALL_ID": "externalCall.x.1"}) is False
+    assert (
+        await portal.result("telephony.externalcall.show", {"CALL_ID": "externalCall.x.1"}) is False
+    )
     call_id = (await register(portal))["CALL_ID"]
     await portal.result("telephony.externalcall.finish", {"CALL_ID": call_id, "USER_ID": 1})
     assert await portal.result("telephony.externalcall.hide", {"CALL_ID": call_id}) is False
@@ -325,14 +338,22 @@ async def test_s4_5_finish_returns_statistics_hides_only_finisher_and_creates_ac
         "1",
         "2",
     )
-    listed = await portal.result("crm.activity.list", {"filter": {"OWNER_TYPE_ID": 3, "OWNER_ID": 1}})
+    listed = await portal.result(
+        "crm.activity.list", {"filter": {"OWNER_TYPE_ID": 3, "OWNER_ID": 1}}
+    )
     assert [a["ORIGIN_ID"] for a in listed] == [f"VI_{call_id}"]
 
 
 async def test_s4_5_defaults_missed_call_and_unbound_portal_number(portal: Portal) -> None:
     call_id = (await register(portal, PHONE_NUMBER="79990000009"))["CALL_ID"]
-    result = await portal.result("telephony.externalcall.finish", {"CALL_ID": call_id, "USER_ID": 1})
-    assert (result["CALL_FAILED_CODE"], result["CALL_STATUS"], result["CALL_DURATION"]) == ("304", 0, 0)
+    result = await portal.result(
+        "telephony.externalcall.finish", {"CALL_ID": call_id, "USER_ID": 1}
+    )
+    assert (result["CALL_FAILED_CODE"], result["CALL_STATUS"], result["CALL_DURATION"]) == (
+        "304",
+        0,
+        0,
+    )
     assert result["PORTAL_NUMBER"] == "REST_APP:webhook"
     assert "CRM_ENTITY_TYPE" not in result
     assert result["CRM_ACTIVITY_ID"] is None
@@ -375,7 +396,9 @@ async def test_s4_5_finish_errors(portal: Portal) -> None:
 
 async def finished_call(p: Portal) -> str:
     call_id: str = (await register(p))["CALL_ID"]
-    await p.result("telephony.externalcall.finish", {"CALL_ID": call_id, "USER_ID": 1, "DURATION": 3})
+    await p.result(
+        "telephony.externalcall.finish", {"CALL_ID": call_id, "USER_ID": 1, "DURATION": 3}
+    )
     return call_id
 
 
@@ -384,7 +407,11 @@ async def test_s4_6_attach_record_base64(portal: Portal) -> None:
     audio = b"ID3" + bytes(range(200))
     result = await portal.result(
         "telephony.externalCall.attachRecord",
-        {"CALL_ID": call_id, "FILENAME": "call.mp3", "FILE_CONTENT": base64.b64encode(audio).decode()},
+        {
+            "CALL_ID": call_id,
+            "FILENAME": "call.mp3",
+            "FILE_CONTENT": base64.b64encode(audio).decode(),
+        },
     )
     assert isinstance(result["FILE_ID"], int)
     call = await call_state(portal, call_id)
@@ -442,7 +469,9 @@ async def test_s4_6_attach_record_upload_url_flow(portal: Portal) -> None:
     assert upload.status_code == 200, upload.text
     file_id = upload.json()["result"]["FILE_ID"]
     call = await call_state(portal, call_id)
-    assert call["records"] == [{"FILENAME": "big.wav", "size": 1004, "FILE_ID": file_id, "via": "upload"}]
+    assert call["records"] == [
+        {"FILENAME": "big.wav", "size": 1004, "FILE_ID": file_id, "via": "upload"}
+    ]
     again = await portal.client.post(answer["uploadUrl"], files={"file": ("big.wav", b"x")})
     assert envelope(again) == (401, "NO_AUTH_FOUND", "Wrong authorization data")
 

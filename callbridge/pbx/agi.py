@@ -201,12 +201,15 @@ class AgiSession:
         writer: asyncio.StreamWriter,
         environment: AgiEnvironment,
         deadline: float,
+        started: float | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self.env = environment
         #: ``time.monotonic()`` value at which the server closes this session.
         self.deadline = deadline
+        #: ``time.monotonic()`` value when the connection was accepted.
+        self.started = time.monotonic() if started is None else started
         #: Asterisk said ``HANGUP`` (or answered 511): the caller is gone.
         self.hung_up = False
         self.commands_sent = 0
@@ -395,7 +398,9 @@ class AgiServer:
                 return
             async with self._slots, asyncio.timeout(self._session_deadline):
                 env = await self._read_environment(reader)
-                session = AgiSession(reader, writer, env, started + self._session_deadline)
+                session = AgiSession(
+                    reader, writer, env, started + self._session_deadline, started
+                )
                 handler = self._handlers.get(env.script)
                 self.stats.by_script[env.script] = self.stats.by_script.get(env.script, 0) + 1
                 if handler is None:

@@ -53,20 +53,25 @@ class Decision:
     responsible_id: int | None = None
     reason: str = ""
 
-    def variables(self, names: Variables) -> list[tuple[str, str]]:
+    def variables(self, names: Variables, crm_details: bool = True) -> list[tuple[str, str]]:
         """``(name, value)`` pairs to set, empty values left out (the snippet clears
-        every variable before calling, so an unset one reads as empty)."""
+        every variable before calling, so an unset one reads as empty). Each is one
+        round trip to Asterisk, so the kind is left out for an extension (the snippet's
+        default) and the CRM entity/responsible only sent when ``crm_details``."""
         pairs = [
             (names.result, self.result.value),
-            (names.kind, self.kind),
+            (names.kind, "" if self.kind == "ext" else self.kind),
             (names.route_to, self.route_to),
             (names.mobile, self.mobile),
             (names.ring_time, str(self.ring_time) if self.ring_time else ""),
             (names.mobile_ring_time, str(self.mobile_ring_time) if self.mobile else ""),
             (names.caller_name, self.caller_name),
-            (names.entity, self.entity),
-            (names.responsible, str(self.responsible_id or "")),
         ]
+        if crm_details:
+            pairs += [
+                (names.entity, self.entity),
+                (names.responsible, str(self.responsible_id or "")),
+            ]
         if self.result is Result.BLACKLISTED:
             pairs.append((names.blacklisted, "1"))
         return [(n, v) for n, v in pairs if v]

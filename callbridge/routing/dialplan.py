@@ -86,7 +86,11 @@ def render(settings: RoutingSettings) -> str:
         same(f'GotoIf($["${{{v.kind}}}" = "queue"]?queue)'),
         same(f'GotoIf($["${{{v.kind}}}" = "group"]?group)'),
         same(f'GotoIf($["${{{v.kind}}}" = "ivr"]?ivr)'),
-        same(f'GotoIf($["${{{v.kind}}}" != "ext" | "${{{v.route_to}}}" = ""]?fallback)'),
+        # An empty kind is an extension (one command fewer for the common answer).
+        same(
+            f'GotoIf($[("${{{v.kind}}}" != "" & "${{{v.kind}}}" != "ext")'
+            f' | "${{{v.route_to}}}" = ""]?fallback)'
+        ),
         same(f"Dial({ext},${{{v.ring_time}}},{opts})"),
         same('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
         same(f'GotoIf($["${{{v.mobile}}}" = ""]?fallback)'),

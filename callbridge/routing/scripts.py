@@ -79,7 +79,7 @@ class RoutingScripts:
     # scripts -------------------------------------------------------------------------
 
     async def route(self, session: AgiSession) -> None:
-        started = self._monotonic()
+        started = session.started
         names = self.settings.variables
         number = self.caller_number(session.env)
         try:
@@ -101,7 +101,7 @@ class RoutingScripts:
         log.debug(
             "route %s: %s %s (%s)", number, decision.result, decision.route_to, decision.reason
         )
-        for name, value in decision.variables(names):
+        for name, value in decision.variables(names, self.settings.crm_variables):
             if session.hung_up:
                 return  # the caller is gone; nothing left to tell
             await session.set_variable(name, value)
@@ -109,7 +109,7 @@ class RoutingScripts:
             await session.set_variable("CALLERID(name)", decision.caller_name)
 
     async def callername(self, session: AgiSession) -> None:
-        started = self._monotonic()
+        started = session.started
         number = self.caller_number(session.env)
         try:
             lookup = await self._lookup(number, started)

@@ -117,7 +117,7 @@ class RoutingSettings:
     #: The dialplan gets its answer within this many seconds of connecting.
     deadline: float = 0.3
     #: Part of the deadline kept for sending the answer after the CRM look-up.
-    reply_reserve: float = 0.05
+    reply_reserve: float = 0.1
     #: Incremental sync period: the phonebook is never staler than this.
     freshness: float = 30.0
     #: How long "no CRM entity has this number" is believed.
@@ -134,6 +134,8 @@ class RoutingSettings:
     #: Entity types searched in this order for the caller's responsible and name.
     entity_priority: tuple[str, ...] = ("contact", "company", "lead")
     set_caller_name: bool = True
+    #: Also set the CRM entity (``contact:15``) and responsible user id variables.
+    crm_variables: bool = False
     routes: tuple[RouteRule, ...] = ()
     default_route: RouteRule = RouteRule()
     variables: Variables = Variables()

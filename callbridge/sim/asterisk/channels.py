@@ -56,29 +56,35 @@ class ChannelTable:
 
     def apply(self, msg: AmiMessage, position: float) -> None:
         """Update the table with one played event at timeline ``position`` (seconds)."""
-        event = msg.event
-        uid = msg.get("Uniqueid")
-        if event == "Newchannel" and uid is not None and msg.get("Channel") is not None:
+        # Exact-spelling lookups in a plain dict: event headers are canonical, and this
+        # runs for every played message.
+        hdr = dict(reversed(msg.items()))
+        event = hdr.get("Event")
+        uid = hdr.get("Uniqueid")
+        if event == "Newchannel" and uid is not None and "Channel" in hdr:
             self._live[uid] = LiveChannel(created=position)
+        if not self._live:
+            return
         for prefix in _PREFIXES:
-            puid = msg.get(prefix + "Uniqueid")
+            puid = hdr.get(prefix + "Uniqueid")
             chan = self._live.get(puid) if puid is not None else None
             if chan is None:
                 continue
+            block = chan.block
             for name in _BLOCK:
-                value = msg.get(prefix + name)
+                value = hdr.get(prefix + name)
                 if value is not None:
-                    chan.block[name] = value
+                    block[name] = value
         if uid is None:
             return
         chan = self._live.get(uid)
         if chan is None:
             return
         if event == "Newexten":
-            chan.application = msg.get("Application", "") or ""
-            chan.application_data = msg.get("AppData", "") or ""
+            chan.application = hdr.get("Application", "")
+            chan.application_data = hdr.get("AppData", "")
         elif event == "BridgeEnter":
-            chan.bridge_id = msg.get("BridgeUniqueid", "") or ""
+            chan.bridge_id = hdr.get("BridgeUniqueid", "")
         elif event == "BridgeLeave":
             chan.bridge_id = ""
         elif event == "Hangup":

@@ -1,0 +1,284 @@
+"""The call path: AMI client → tracker → engine → outbox → dispatcher → CRM.
+
+This is the one place these parts are joined; ``callbridge run`` and ``callbridge demo``
+build a :class:`CallPipeline` and run it next to the web server. Three tasks:
+
+* **consume**: takes what the AMI client's reader queued (the reader never waits on us),
+  feeds the tracker, hands every call event to the engine, which writes outbox rows. On
+  every (re)connection it first rebuilds the calls in progress from ``CoreShowChannels``
+  (calls that started before callbridge did, or that changed during a gap);
+* **dispatch**: the outbox dispatcher sends what is due to the CRM, in order per call;
+* **users**: refreshes the extension → user directory from the CRM now and then.
+
+Nothing here decides anything: the tracker, the rules and the outbox do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from callbridge.calls import CallEnded, CallEvent, CallStarted
+from callbridge.config import Config
+from callbridge.crm.base import CrmError, CrmPort
+from callbridge.engine import Engine
+from callbridge.outbox.dispatcher import Dispatcher, OutboxSettings
+from callbridge.outbox.retry import RetryPolicy
+from callbridge.outbox.store import OutboxStore
+from callbridge.pbx.ami.client import AmiClient, AmiError, Connected, Disconnected
+from callbridge.pbx.tracker.tracker import CallTracker
+from callbridge.rules import UserDirectory, settings_from_config, unmapped_extensions
+
+__all__ = ["CallPipeline", "PipelineStats", "build_pipeline", "outbox_settings"]
+
+log = logging.getLogger(__name__)
+
+_USERS_STATE = "crm_users"
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters for ``/health``, the demo's progress line and the admin page."""
+
+    ami_messages: int = 0
+    calls_seen: int = 0
+    calls_ended: int = 0
+    resyncs: int = 0
+    ami_connected: bool = False
+    ami_last_error: str | None = None
+    users_loaded: bool = False
+    users_error: str | None = None
+
+
+def outbox_settings(config: Config) -> OutboxSettings:
+    ob = config.outbox
+    return OutboxSettings(
+        batch_size=ob.batch_size,
+        lease=ob.lease,
+        retention=ob.retention_days * 86400.0,
+        retry=RetryPolicy(base=ob.retry_base, cap=ob.retry_cap, auth_pause=ob.auth_pause),
+    )
+
+
+class CallPipeline:
+    def __init__(
+        self,
+        *,
+        ami: AmiClient,
+        tracker: CallTracker,
+        engine: Engine,
+        outbox: OutboxStore,
+        dispatcher: Dispatcher,
+        crm: CrmPort,
+        users_refresh: float = 300.0,
+        users_retry: float = 10.0,
+        users_wait: float = 30.0,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.ami = ami
+        self.tracker = tracker
+        self.engine = engine
+        self.outbox = outbox
+        self.dispatcher = dispatcher
+        self.crm = crm
+        self.stats = PipelineStats()
+        self._users_refresh = users_refresh
+        self._users_retry = users_retry
+        self._users_wait = users_wait
+        self._users_ready = asyncio.Event()
+        self._sleep = sleep
+        self._directory = UserDirectory()
+        self._extensions_seen: set[str] = set()
+        self._load_cached_users()
+
+    # -- the user directory ---------------------------------------------------------------
+
+    def is_active_user(self, user_id: int) -> bool:
+        # Until the first load succeeds we know nothing; let the portal judge.
+        return not self.stats.users_loaded or self._directory.is_active(user_id)
+
+    def _load_cached_users(self) -> None:
+        # The last directory the portal gave, so a restart during a portal outage still
+        # carries calls to the right users.
+        raw = self.outbox.state(_USERS_STATE)
+        if raw is None:
+            return
+        data = json.loads(raw)
+        self._directory = UserDirectory(
+            {str(k): int(v) for k, v in data["by_extension"].items()},
+            frozenset(int(i) for i in data["active_ids"]),
+        )
+        self.engine.set_directory(self._directory)
+        self.stats.users_loaded = True
+        self._users_ready.set()
+
+    async def refresh_users(self) -> None:
+        users = await self.crm.users()
+        self._directory = UserDirectory.from_users(users)
+        self.outbox.set_state(
+            _USERS_STATE,
+            json.dumps(
+                {
+                    "by_extension": dict(self._directory.by_extension),
+                    "active_ids": sorted(self._directory.active_ids),
+                }
+            ),
+        )
+        self._users_ready.set()
+        self.engine.set_directory(self._directory)
+        first = not self.stats.users_loaded
+        self.stats.users_loaded = True
+        self.stats.users_error = None
+        if first:
+            exts = sorted(u.extension for u in users if u.extension)
+            log.info("loaded %d Bitrix24 users (%d with an extension)", len(users), len(exts))
+
+    async def _users_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh_users()
+                wait = self._users_refresh
+            except CrmError as exc:
+                self.stats.users_error = str(exc)
+                log.warning("could not load Bitrix24 users: %s", exc)
+                wait = self._users_retry
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    # -- AMI → tracker → engine ---------------------------------------------------------
+
+    def _handle(self, events: list[CallEvent]) -> None:
+        for event in events:
+            if isinstance(event, CallStarted):
+                self.stats.calls_seen += 1
+                if event.operator:
+                    self._note_extension(event.operator)
+            elif isinstance(event, CallEnded):
+                self.stats.calls_ended += 1
+                for ext in event.summary.rang:
+                    self._note_extension(ext)
+            self.engine.handle(event)
+
+    def _note_extension(self, extension: str) -> None:
+        if extension in self._extensions_seen or not self.stats.users_loaded:
+            return
+        self._extensions_seen.add(extension)
+        if unmapped_extensions([extension], self._directory):
+            log.warning(
+                "extension %s has no active Bitrix24 user: its calls go to the default user",
+                extension,
+            )
+
+    def is_idle(self) -> bool:
+        """No call open in the tracker and nothing left to send."""
+        return self.tracker.live_calls == 0 and self.outbox.depth() == 0
+
+    async def _resync(self) -> None:
+        items, at = await self.ami.snapshot()
+        self.stats.resyncs += 1
+        log.info("resync: %d channels live at Asterisk time %.3f", len(items), at)
+        self._handle(self.tracker.resync(items, at))
+
+    async def _consume(self) -> None:
+        async for item in self.ami.events():
+            if isinstance(item, Connected):
+                self.stats.ami_connected = True
+                self.stats.ami_last_error = None
+                try:
+                    await self._resync()
+                except AmiError as exc:
+                    # The session died during the snapshot; the next Connected retries.
+                    log.warning("resync failed: %s", exc)
+            elif isinstance(item, Disconnected):
+                self.stats.ami_connected = False
+                self.stats.ami_last_error = item.reason
+                log.warning("AMI connection lost: %s", item.reason)
+            else:
+                self.stats.ami_messages += 1
+                events = self.tracker.feed(item)
+                if events:
+                    self._handle(events)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then close the AMI session and stop dispatching."""
+        await self.ami.start()
+        users = asyncio.create_task(self._users_loop(stop), name="pipeline-users")
+        # Calls are decided with the user directory; on a first start wait (bounded) for
+        # it. AMI events queue meanwhile in the client: its reader never waits on us.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._users_ready.wait(), self._users_wait)
+        tasks = [
+            users,
+            asyncio.create_task(self._consume(), name="pipeline-consume"),
+            asyncio.create_task(self.dispatcher.run(stop), name="pipeline-dispatch"),
+        ]
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stop.set()
+            await self.ami.close()
+            for task in [*tasks, stopper]:
+                task.cancel()
+            for task in [*tasks, stopper]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def build_pipeline(
+    config: Config,
+    crm: CrmPort,
+    outbox: OutboxStore,
+    *,
+    clock: Callable[[], float] = time.time,
+    rand: Callable[[], float] = random.random,
+) -> CallPipeline:
+    """Everything of the call path built from the config, in one place."""
+    rules = replace(
+        settings_from_config(config.rules),
+        crm_call_id_tag=config.pbx.crm_call_id_variable.lstrip("_"),
+    )
+    ami_cfg = config.ami
+    ami = AmiClient(
+        ami_cfg.host,
+        ami_cfg.port,
+        ami_cfg.username,
+        ami_cfg.secret,
+        events=ami_cfg.events,
+        connect_timeout=ami_cfg.connect_timeout,
+        ping_interval=ami_cfg.ping_interval,
+        ping_timeout=ami_cfg.ping_timeout,
+        reconnect_min=ami_cfg.reconnect_min,
+        reconnect_max=ami_cfg.reconnect_max,
+        clock=clock,
+        rand=rand,
+    )
+    engine = Engine(rules, outbox, UserDirectory())
+    pipeline: CallPipeline
+    dispatcher = Dispatcher(
+        outbox,
+        crm,
+        clock=clock,
+        rand=rand,
+        settings=outbox_settings(config),
+        is_active_user=lambda user_id: pipeline.is_active_user(user_id),
+    )
+    pipeline = CallPipeline(
+        ami=ami,
+        tracker=CallTracker(config.pbx),
+        engine=engine,
+        outbox=outbox,
+        dispatcher=dispatcher,
+        crm=crm,
+    )
+    return pipeline
