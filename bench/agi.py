@@ -68,7 +68,10 @@ def number(i: int) -> str:
 def fill(store: PhonebookStore, entities: int, users: int) -> None:
     with store.transaction():
         store.put_users(
-            [PhonebookUser(u, f"User {u}", str(100 + u), f"+7926{u:07d}", True) for u in range(1, users + 1)]
+            [
+                PhonebookUser(u, f"User {u}", str(100 + u), f"+7926{u:07d}", True)
+                for u in range(1, users + 1)
+            ]
         )
         for i in range(1, entities + 1):
             store.put_entity(
@@ -77,16 +80,24 @@ def fill(store: PhonebookStore, entities: int, users: int) -> None:
             )
 
 
-def load(port: int, numbers: list[str], concurrency: int, out: Connection) -> None:
-    """Child process: ``concurrency`` callers working through ``numbers``."""
+def load(port: int, numbers: list[str], concurrency: int, rate: float, out: Connection) -> None:
+    """Child process: ``concurrency`` callers working through ``numbers``; with ``rate``
+    > 0 sessions also start no faster than ``rate`` per second (open loop)."""
 
     async def main() -> list[tuple[float, str, str]]:
         queue = list(numbers)
         results: list[tuple[float, str, str]] = []
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        issued = 0
 
         async def worker() -> None:
+            nonlocal issued
             while queue:
                 caller = queue.pop()
+                if rate > 0:
+                    issued += 1
+                    await asyncio.sleep(max(0.0, t0 + issued / rate - loop.time()))
                 channel = Channel(caller_num=caller, variables={"FROM_DID": "74957654325"})
                 outcome = await call_fastagi(
                     f"agi://127.0.0.1:{port}/route",
@@ -116,12 +127,13 @@ async def scenario(
     settings: RoutingSettings,
     numbers: list[str],
     concurrency: int,
+    rate: float = 0.0,
 ) -> None:
     scripts = RoutingScripts(phonebook, settings)
     async with AgiServer(scripts.handlers(), port=0, max_sessions=10_000) as server:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=load, args=(server.port, numbers, concurrency, child))
+        proc = ctx.Process(target=load, args=(server.port, numbers, concurrency, rate, child))
         started = time.perf_counter()
         proc.start()
         results = await asyncio.to_thread(parent.recv)
@@ -131,7 +143,8 @@ async def scenario(
     statuses = {s: sum(1 for r in results if r[1] == s) for s in {r[1] for r in results}}
     verdicts = {v: sum(1 for r in results if r[2] == v) for v in {r[2] for r in results}}
     print(
-        f"{name:>9}: {len(results)} sessions, {concurrency} concurrent: "
+        f"{name:>9}: {len(results)} sessions, {concurrency} concurrent"
+        f"{f' at {rate:.0f}/s' if rate else ''}: "
         f"p50 {percentile(times, 50):.2f} ms, p99 {percentile(times, 99):.2f} ms, "
         f"max {max(times):.2f} ms, mean {statistics.fmean(times):.2f} ms; "
         f"{len(results) / wall:.0f} sessions/s (incl. child start); "
@@ -146,6 +159,7 @@ async def main() -> None:
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=200.0, help="open-loop sessions/s")
     ns = ap.parse_args()
     rng = random.Random(1)
     settings = RoutingSettings(
@@ -162,6 +176,7 @@ async def main() -> None:
         known = [number(rng.randint(1, ns.entities)) for _ in range(ns.calls)]
         warm = Phonebook(store, None)
         await scenario("warm", warm, settings, known, ns.concurrency)
+        await scenario("warm", warm, settings, known, ns.concurrency, ns.rate)
         crm = HungCrm()
         hung = Phonebook(store, crm)
         unknown = [f"7495{i:07d}" for i in range(ns.calls)]

@@ -2,12 +2,16 @@
 
 Everything runs for real in one process: the Bitrix24 emulator installs callbridge as a
 local application, callbridge (uvicorn, SQLite store on disk, AMI client) takes signed
-``ONEXTERNALCALLSTART`` events over HTTP, and the Asterisk simulator timestamps each
-Originate as its session reads it off the socket. The clock starts just before the
-event's HTTP POST is sent, so the figure includes the HTTP round trip into callbridge
-(a conservative "event received").
+``ONEXTERNALCALLSTART`` events over HTTP, and the AMI peer timestamps each Originate as it
+reads it off the socket. The clock starts just before the event's HTTP POST is sent, so
+the figure includes the HTTP round trip into callbridge (a conservative "event received").
 
-    .venv/bin/python bench/click_to_call.py [--clicks 1000]
+AMI peer (``--pbx``): ``stub`` (default) is a minimal AMI server here that answers Login,
+Ping and Originate and nothing else, so the figure is callbridge's own; ``sim`` is the
+Asterisk simulator, which also plays every originated call (≈150 events each) in the same
+event loop — its CPU then shows up in the latency.
+
+    .venv/bin/python bench/click_to_call.py [--clicks 1000] [--pbx stub|sim]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +33,7 @@ import httpx
 from callbridge.actions.originate import ClickToCallSettings
 from callbridge.app import build_ami, build_services
 from callbridge.config import parse_config
-from callbridge.pbx.ami.framing import AmiMessage
+from callbridge.pbx.ami.framing import AmiFramer, AmiMessage
 from callbridge.sim.asterisk.server import AsteriskSimulator
 from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
 from callbridge.web.app import EVENTS_PATH, INSTALL_PATH, create_app
@@ -40,29 +45,89 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def bench(clicks: int, data_dir: Path) -> dict[str, Any]:
+class StubAmi:
+    """Just enough AMI: banner, Login, Ping, Originate (queued), each answered at once."""
+
+    def __init__(self, on_action: Callable[[AmiMessage], None]) -> None:
+        self.on_action = on_action
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        framer = AmiFramer()
+        try:
+            while data := await reader.read(65536):
+                for msg in framer.feed(data):
+                    self.on_action(msg)
+                    aid = msg.get("ActionID") or ""
+                    action = (msg.get("Action") or "").lower()
+                    text = {
+                        "login": "Message: Authentication accepted",
+                        "originate": "Message: Originate successfully queued",
+                        "ping": "Ping: Pong\r\nTimestamp: %.6f" % time.time(),
+                    }.get(action, "Message: ok")
+                    if action == "logoff":
+                        writer.write(f"Response: Goodbye\r\nActionID: {aid}\r\n\r\n".encode())
+                        await writer.drain()
+                        return
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\n{text}\r\n\r\n".encode())
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+
+async def bench(clicks: int, data_dir: Path, pbx: str) -> dict[str, Any]:
     emulator = EmulatorServer(EmulatorOptions(webhook=None, rate=None))
     base = await emulator.start("127.0.0.1", 0)
-    sim = AsteriskSimulator(username="cb", secret="pw", asap=True)
-    await sim.start("127.0.0.1", 0)
     waiting: dict[str, asyncio.Future[float]] = {}
-    record = sim.record_action
 
     def timed(msg: AmiMessage) -> None:
-        # Called by the simulator's session as it reads the action off the socket.
+        # Called as the AMI peer reads the action off the socket.
         if (msg.get("Action") or "").lower() == "originate":
             for var in msg.get_all("Variable"):
                 future = waiting.get(var.removeprefix("__CRM_CALL_ID="))
                 if future is not None and not future.done():
                     future.set_result(time.perf_counter())
-        record(msg)
 
-    sim.record_action = timed  # type: ignore[method-assign]
+    peer: StubAmi | AsteriskSimulator
+    if pbx == "sim":
+        sim = AsteriskSimulator(username="cb", secret="pw", asap=True)
+        record = sim.record_action
+
+        def recorded(msg: AmiMessage) -> None:
+            timed(msg)
+            record(msg)
+
+        sim.record_action = recorded  # type: ignore[method-assign]
+        await sim.start("127.0.0.1", 0)
+        peer = sim
+    else:
+        peer = StubAmi(timed)
+        await peer.start()
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = parse_config(
         {
-            "ami": {"host": "127.0.0.1", "port": sim.port, "username": "cb", "secret": "pw"},
+            "ami": {"host": "127.0.0.1", "port": peer.port, "username": "cb", "secret": "pw"},
             "bitrix24": {"oauth_url": base},
             "web": {"listen": "127.0.0.1:0", "public_url": url},
             "store": {"path": str(data_dir / "bench.sqlite3")},
@@ -112,9 +177,10 @@ async def bench(clicks: int, data_dir: Path) -> dict[str, Any]:
                     latencies.append((t1 - t0) * 1000)
     finally:
         await server.stop()
-        await sim.stop()
+        await peer.stop()
         await emulator.stop()
     return {
+        "pbx": pbx,
         "clicks": len(latencies),
         "p50_ms": round(statistics.median(latencies), 2),
         "p95_ms": round(_pct(latencies, 95), 2),
@@ -127,10 +193,11 @@ async def bench(clicks: int, data_dir: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=1000)
+    parser.add_argument("--pbx", choices=["stub", "sim"], default="stub")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(bench(args.clicks, Path(tmp)))
+        result = asyncio.run(bench(args.clicks, Path(tmp), args.pbx))
     print(" ".join(f"{k}={v}" for k, v in result.items()))
     return 0 if result["p95_ms"] <= 20.0 else 1
 

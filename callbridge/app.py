@@ -243,7 +243,7 @@ def build_services(
         crm = Bitrix24ClickCrm(client)
         watch = OriginateWatch()
         variable = config.pbx.crm_call_id_variable
-        click = ClickToCall(settings, ami, crm, state, clock, variable, watch)
+        click = ClickToCall(settings, ami, crm, clock, variable, watch)
         callback = Callback(settings, ami, crm, clock, variable, watch)
         registry.register("ONEXTERNALCALLSTART", click.handle)
         registry.register("ONEXTERNALCALLBACKSTART", callback.handle)

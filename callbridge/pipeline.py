@@ -32,7 +32,14 @@ from callbridge.engine import Engine
 from callbridge.outbox.dispatcher import Dispatcher, OutboxSettings
 from callbridge.outbox.retry import RetryPolicy
 from callbridge.outbox.store import OutboxStore
-from callbridge.pbx.ami.client import AmiClient, AmiError, Connected, Disconnected
+from callbridge.pbx.ami.client import (
+    AmiClient,
+    AmiError,
+    Connected,
+    Disconnected,
+    SnapshotTaken,
+)
+from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.pbx.tracker.tracker import CallTracker
 from callbridge.rules import UserDirectory, settings_from_config, unmapped_extensions
 
@@ -180,31 +187,44 @@ class CallPipeline:
         """No call open in the tracker and nothing left to send."""
         return self.tracker.live_calls == 0 and self.outbox.depth() == 0
 
-    async def _resync(self) -> None:
-        items, at = await self.ami.snapshot()
-        self.stats.resyncs += 1
-        log.info("resync: %d channels live at Asterisk time %.3f", len(items), at)
-        self._handle(self.tracker.resync(items, at))
-
     async def _consume(self) -> None:
-        async for item in self.ami.events():
-            if isinstance(item, Connected):
-                self.stats.ami_connected = True
-                self.stats.ami_last_error = None
-                try:
-                    await self._resync()
-                except AmiError as exc:
-                    # The session died during the snapshot; the next Connected retries.
-                    log.warning("resync failed: %s", exc)
-            elif isinstance(item, Disconnected):
-                self.stats.ami_connected = False
-                self.stats.ami_last_error = item.reason
-                log.warning("AMI connection lost: %s", item.reason)
-            else:
-                self.stats.ami_messages += 1
-                events = self.tracker.feed(item)
-                if events:
-                    self._handle(events)
+        # The snapshot is requested on every (re)connection and applied where the client
+        # marks it in the stream: events queued before the marker are older than the
+        # snapshot and are fed first; events after it may be newer.
+        snapshot: asyncio.Task[tuple[list[AmiMessage], float]] | None = None
+        try:
+            async for item in self.ami.events():
+                if isinstance(item, Connected):
+                    self.stats.ami_connected = True
+                    self.stats.ami_last_error = None
+                    snapshot = asyncio.create_task(self.ami.snapshot(mark_stream=True))
+                elif isinstance(item, SnapshotTaken):
+                    if snapshot is None:
+                        continue
+                    try:
+                        _, at = await snapshot
+                    except AmiError as exc:
+                        log.warning("resync failed: %s", exc)
+                        continue
+                    finally:
+                        snapshot = None
+                    self.stats.resyncs += 1
+                    log.info("resync: %d channels live at Asterisk time %.3f", len(item.items), at)
+                    self._handle(self.tracker.resync(item.items, at))
+                elif isinstance(item, Disconnected):
+                    self.stats.ami_connected = False
+                    self.stats.ami_last_error = item.reason
+                    log.warning("AMI connection lost: %s", item.reason)
+                else:
+                    self.stats.ami_messages += 1
+                    events = self.tracker.feed(item)
+                    if events:
+                        self._handle(events)
+        finally:
+            if snapshot is not None:
+                snapshot.cancel()
+                with contextlib.suppress(asyncio.CancelledError, AmiError):
+                    await snapshot
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then close the AMI session and stop dispatching."""

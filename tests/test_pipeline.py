@@ -110,7 +110,6 @@ async def test_replayed_traces_land_once_each_with_the_real_answerer(
         assert methods.count("telephony.externalcall.finish") == 1, methods
         assert call["shown_now"] == [], call  # no card left open
     by_status = sorted((c["STATUS_CODE"], c["USER_ID"]) for c in calls)
-    print("DBG", [(c["STATUS_CODE"], c["USER_ID"], c["REGISTERED_USER_ID"], [(h["method"][22:], h["users"]) for h in c["history"]]) for c in calls])
 
     # 01 → 101 (user 1) answered; 02 missed at 101; 05 queue → 102 (user 2) answered;
     # 09 → answered by 101, blind-transferred to 103 (user 3) who finishes it.

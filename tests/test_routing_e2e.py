@@ -200,8 +200,10 @@ async def test_hung_crm_answers_the_fallback_within_the_deadline(tmp_path: Path)
     s = await start_stack(tmp_path, RoutingSettings(deadline=0.3), sync=False)
     s.portal.gate = asyncio.Event()  # the portal accepts and never answers
     try:
-        outs = await asyncio.gather(*(s.call(f"+7926000{i:04d}") for i in range(30)))
-        print(sorted(round(o.agi[0].elapsed, 3) for o in outs))
+        # 12 at once: more than the in-flight cap (8), so some wait out the budget and
+        # the rest are refused a CRM look-up at once. (Caller and server share one loop
+        # here; bench/agi.py measures at 100 concurrent with the load in another process.)
+        outs = await asyncio.gather(*(s.call(f"+7926000{i:04d}") for i in range(12)))
         for out in outs:
             assert out.variables["CB_RESULT"] == "fallback"
             assert out.kind == "return"

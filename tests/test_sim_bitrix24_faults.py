@@ -173,3 +173,22 @@ def test_unknown_switch_is_refused_with_the_known_names() -> None:
         EmulatorServer(EmulatorOptions(switches={"query_limit_status": "418"}))
     with pytest.raises(ValueError, match="USER_ID/CODE"):
         EmulatorServer(EmulatorOptions(webhook="secret"))
+
+
+async def test_s1_1_renamed_portal_answers_302_to_the_new_host(start_portal: Any) -> None:
+    old: Portal = await start_portal(rate=None)
+    new: Portal = await start_portal(rate=None)
+    await set_fault(old, mode="moved", to=new.url)
+    response = await old.client.post(
+        "/rest/1/secret/crm.lead.add.json?x=1", json={"fields": {"TITLE": "re-posted"}}
+    )
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert location == f"{new.url}/rest/1/secret/crm.lead.add.json?x=1"
+    # the client re-POSTs the body to Location instead of following as GET
+    again = await new.client.post(location, json={"fields": {"TITLE": "re-posted"}})
+    assert again.status_code == 200
+    assert [lead["TITLE"] for lead in (await new.state())["leads"]][-1] == "re-posted"
+    assert len((await old.state())["leads"]) == 1
+    bad = await old.client.post("/_emulator/faults", json={"mode": "moved"})
+    assert bad.status_code == 400

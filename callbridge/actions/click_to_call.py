@@ -35,7 +35,6 @@ from callbridge.actions.safety import (
     normalise_number,
 )
 from callbridge.pbx.ami.framing import AmiMessage
-from callbridge.store.app_state import AppState
 
 __all__ = ["ClickOutcome", "ClickToCall", "ExtensionDirectory", "new_channel_id"]
 
@@ -87,7 +86,6 @@ class ClickToCall:
     settings: ClickToCallSettings
     ami: AmiActions
     crm: ClickCrm
-    state: AppState
     clock: Callable[[], float]
     crm_variable: str = "CRM_CALL_ID"
     watch: OriginateWatch = field(default_factory=OriginateWatch)
@@ -96,6 +94,7 @@ class ClickToCall:
     _directory: ExtensionDirectory = field(init=False)
     _names: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False)
     _pruned: float = field(default=0.0, init=False)
+    _recent: dict[str, None] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._limiter = ClickLimiter(self.settings.click_rate, self.settings.click_burst)
@@ -114,11 +113,15 @@ class ClickToCall:
             # Without a usable CALL_ID there is nothing we could even finish.
             log.warning("click refused: %s", exc)
             return ClickOutcome(raw_call_id[:80], False, exc.reason)
-        # The intake de-duplicates deliveries too; this guards the action itself against
-        # any other path that could hand it the same CALL_ID twice.
-        if not self.state.first_time(f"click:{call_id}", event.name, self.clock()):
+        # The intake already de-duplicates deliveries durably by CALL_ID (one fsync per
+        # event); this in-memory guard covers any other path that hands the action the same
+        # CALL_ID twice in one run, without a second synchronous disk write per click.
+        if call_id in self._recent:
             log.info("click %s ignored: already handled", call_id)
             return ClickOutcome(call_id, False, "duplicate")
+        self._recent[call_id] = None
+        if len(self._recent) > 10_000:
+            del self._recent[next(iter(self._recent))]
         try:
             user_id = check_user_id(event.text("USER_ID"))
         except Refused as exc:

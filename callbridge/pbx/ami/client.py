@@ -43,6 +43,7 @@ __all__ = [
     "AmiTimeout",
     "Connected",
     "Disconnected",
+    "SnapshotTaken",
     "StreamItem",
     "backoff_delay",
 ]
@@ -91,7 +92,21 @@ class Disconnected:
     reason: str
 
 
-StreamItem = AmiMessage | Connected | Disconnected
+@dataclass(frozen=True)
+class SnapshotTaken:
+    """Where in the stream a ``CoreShowChannels`` snapshot was complete (stream order).
+
+    Events before this marker happened before the snapshot, events after it may be
+    newer than it: a consumer resyncs exactly here. ``items`` are the list items.
+    """
+
+    items: list[AmiMessage]
+
+
+StreamItem = AmiMessage | Connected | Disconnected | SnapshotTaken
+
+#: Events Asterisk sends without ``Timestamp`` even with ``timestampevents = yes``.
+_UNSTAMPED_BY_DESIGN = frozenset({"FullyBooted"})
 
 
 def backoff_delay(
@@ -113,6 +128,8 @@ class _Pending:
     future: asyncio.Future[tuple[AmiMessage, list[AmiMessage]]]
     is_list: bool
     response: AmiMessage | None = None
+    #: Put a :class:`SnapshotTaken` marker into the event stream when the list completes.
+    mark: bool = False
     items: list[AmiMessage] = field(default_factory=list)
 
 
@@ -394,6 +411,8 @@ class AmiClient:
                     del session.pending[action_id]  # type: ignore[arg-type]
                     items = pending.items
                     response = pending.response or message
+                    if pending.mark:
+                        self._queue.put_nowait(SnapshotTaken(items))
                     if not pending.future.done():
                         pending.future.set_result((response, items))
                 else:
@@ -407,7 +426,7 @@ class AmiClient:
         if not self.stamp_missing_timestamps:
             return message
         name = message.event or "?"
-        if name not in self._stamped_logged:
+        if name not in self._stamped_logged and name not in _UNSTAMPED_BY_DESIGN:
             self._stamped_logged.add(name)
             log.warning(
                 "AMI event %s arrived without Timestamp; stamping it with its arrival time "
@@ -426,7 +445,7 @@ class AmiClient:
             item = await self._queue.get()
             if item is _END:
                 return
-            assert isinstance(item, AmiMessage | Connected | Disconnected)
+            assert isinstance(item, AmiMessage | Connected | Disconnected | SnapshotTaken)
             yield item
 
     # -- actions ---------------------------------------------------------------------
@@ -435,7 +454,12 @@ class AmiClient:
         return f"{self._id_prefix}-{next(self._ids)}"
 
     async def _send(
-        self, name: str, headers: Headers | None, within: float | None, is_list: bool
+        self,
+        name: str,
+        headers: Headers | None,
+        within: float | None,
+        is_list: bool,
+        mark: bool = False,
     ) -> tuple[AmiMessage, list[AmiMessage]]:
         session = self._session
         if session is None or session.closed.is_set():
@@ -443,7 +467,7 @@ class AmiClient:
         action_id = self._next_id()
         data = encode_action(name, {**(headers or {}), "ActionID": action_id})
         loop = asyncio.get_running_loop()
-        pending = _Pending(name, loop.create_future(), is_list)
+        pending = _Pending(name, loop.create_future(), is_list, mark=mark)
         session.pending[action_id] = pending
         wait = self.action_timeout if within is None else within
         try:
@@ -479,10 +503,19 @@ class AmiClient:
         carrying the ActionID of the returned response."""
         return await self.action("Originate", {**headers, "Async": "true"}, within=within)
 
-    async def snapshot(self, *, within: float | None = None) -> tuple[list[AmiMessage], float]:
+    async def snapshot(
+        self, *, within: float | None = None, mark_stream: bool = False
+    ) -> tuple[list[AmiMessage], float]:
         """``CoreShowChannels`` items, then Asterisk's clock (Ping's ``Timestamp``) right
-        after: the live channels and the PBX time the list is known to be current at."""
-        response, items = await self.action_list("CoreShowChannels", within=within)
+        after: the live channels and the PBX time the list is known to be current at.
+
+        With ``mark_stream`` a :class:`SnapshotTaken` marker also goes into
+        :meth:`events` at the point the list completed, so a consumer applies the
+        snapshot in stream order (events queued before it are older than it).
+        """
+        response, items = await self._send(
+            "CoreShowChannels", None, within, is_list=True, mark=mark_stream
+        )
         if response.response != "Success":
             raise AmiActionError(
                 f"CoreShowChannels refused: {response.get('Message') or response.response}",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -424,7 +424,3 @@ def _seconds(spec: Mapping[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise FaultError(f"{key} must be a number of seconds ≥ 0, got {value!r}")
     return float(value)
-
-
-def trace_paths(values: Iterable[str]) -> list[Path]:
-    return [Path(v) for v in values]

@@ -150,6 +150,10 @@ class Emulator:
             return await drop_connection(request)
         if mode == "slow":
             await self._wait(self.fault.delay)
+        if mode == "moved" and not oauth_route:
+            query = f"?{request.url.query}" if request.url.query else ""
+            location = f"{self.fault.to}{request.url.path}{query}"
+            return Response(status_code=302, headers={"Location": location})
         return mode
 
     async def _wait(self, seconds: float) -> None:

@@ -2,7 +2,8 @@
 
 Modes: ``down`` (connections reset, control routes stay up), ``503``, ``timeout`` (no answer
 within ``delay``), ``lost_answer`` (applied, then the connection drops), ``slow`` (answer
-``delay`` late), ``revoke`` (webhook refused; app refresh refused), ``none``.
+``delay`` late), ``revoke`` (webhook refused; app refresh refused), ``moved`` (the portal was
+renamed: REST answers 302 to the same path under ``to``, §1.1), ``none``.
 A fault ends after ``seconds`` of emulator time, or when cleared.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MODES = ("none", "down", "503", "timeout", "lost_answer", "slow", "revoke")
+MODES = ("none", "down", "503", "timeout", "lost_answer", "slow", "revoke", "moved")
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Fault:
     mode: str = "none"
     until: float | None = None
     delay: float = 0.0
+    to: str = ""
 
     def active(self, now: float) -> str:
         """The mode in force at ``now`` (``"none"`` once it has run out)."""
@@ -27,7 +29,7 @@ class Fault:
         return self.mode
 
     def to_json(self, now: float) -> dict[str, Any]:
-        return {"mode": self.active(now), "until": self.until, "delay": self.delay}
+        return {"mode": self.active(now), "until": self.until, "delay": self.delay, "to": self.to}
 
 
 def parse_fault(body: Any, now: float) -> Fault:
@@ -46,4 +48,7 @@ def parse_fault(body: Any, now: float) -> Fault:
         raise ValueError("seconds and delay must be numbers") from None
     if delay_f < 0 or (seconds is not None and float(seconds) < 0):
         raise ValueError("seconds and delay must not be negative")
-    return Fault(mode=mode, until=until, delay=delay_f)
+    to = str(body.get("to") or "").rstrip("/")
+    if mode == "moved" and not to.startswith(("http://", "https://")):
+        raise ValueError('mode "moved" needs "to": the new portal base URL (http(s)://host:port)')
+    return Fault(mode=mode, until=until, delay=delay_f, to=to)
