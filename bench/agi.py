@@ -118,7 +118,7 @@ def load(port: int, numbers: list[str], concurrency: int, rate: float, out: Conn
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def scenario(
@@ -135,9 +135,11 @@ async def scenario(
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=load, args=(server.port, numbers, concurrency, rate, child))
         started = time.perf_counter()
+        cpu = time.process_time()
         proc.start()
         results = await asyncio.to_thread(parent.recv)
         wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         await asyncio.to_thread(proc.join)
     times = [r[0] * 1000 for r in results]
     statuses = {s: sum(1 for r in results if r[1] == s) for s in {r[1] for r in results}}
@@ -149,7 +151,8 @@ async def scenario(
         f"max {max(times):.2f} ms, mean {statistics.fmean(times):.2f} ms; "
         f"{len(results) / wall:.0f} sessions/s (incl. child start); "
         f"AGISTATUS {statuses}; CB_RESULT {verdicts}; "
-        f"over deadline {sum(1 for t in times if t > settings.deadline * 1000)}"
+        f"over deadline {sum(1 for t in times if t > settings.deadline * 1000)}; "
+        f"server CPU {cpu / len(results) * 1000:.3f} ms/session"
     )
 
 

@@ -42,7 +42,7 @@ from callbridge.web.serve import bind_socket, start_server
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class StubAmi:
@@ -80,7 +80,7 @@ class StubAmi:
                     text = {
                         "login": "Message: Authentication accepted",
                         "originate": "Message: Originate successfully queued",
-                        "ping": "Ping: Pong\r\nTimestamp: %.6f" % time.time(),
+                        "ping": f"Ping: Pong\r\nTimestamp: {time.time():.6f}",
                     }.get(action, "Message: ok")
                     if action == "logoff":
                         writer.write(f"Response: Goodbye\r\nActionID: {aid}\r\n\r\n".encode())
