@@ -59,6 +59,24 @@ def _copy(messages: list[AmiMessage], n: int, shift_us: int) -> list[tuple[float
     return out
 
 
+def _template(messages: list[AmiMessage]) -> bytes:
+    """One call as bytes with ``%(n)`` placeholders for the copy number (ids, names)."""
+    out = []
+    for msg in messages:
+        pairs = []
+        for key, value in msg.items():
+            value = value.replace("%", "%%")
+            if key.endswith(("Uniqueid", "Linkedid")) and value not in ("", "<unknown>"):
+                value = "c%(n)d-" + value
+            elif key.endswith("Channel"):
+                m = _SUFFIX.search(value)
+                if m:
+                    value = value[: m.start()] + "-%(n)08x" + (m.group(2) or "")
+            pairs.append((key, value))
+        out.append(AmiMessage(pairs).to_bytes())
+    return b"".join(out)
+
+
 def throughput(concurrent: int) -> None:
     traces = _traces()
     span_us = 20_000_000  # all calls start within 20 s: with ~15-30 s calls, ~1,000 overlap
@@ -104,7 +122,7 @@ def memory(calls: int) -> None:
                 and (m.get("Variable") or "").lstrip("_") not in TRACKED_VARIABLES
             )
         ]
-        templates.append(quiet)
+        templates.append(_template(quiet))
     tracker = CallTracker(pbx)
     framer = AmiFramer(expect_banner=False)
     tracemalloc.start()
@@ -115,7 +133,7 @@ def memory(calls: int) -> None:
     t0 = time.perf_counter()
     while done < calls:
         trace = templates[copy % len(templates)]
-        data = b"".join(chunk for _, chunk in _copy(trace, copy, 0))
+        data = trace % {b"n": copy}
         copy += 1
         for msg in framer.feed(data):
             events += 1

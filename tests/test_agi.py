@@ -4,6 +4,7 @@ replayed over real TCP, and the server's bounds (deadline, bad input, failing ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -257,7 +258,9 @@ async def test_a_failing_handler_still_closes_the_socket() -> None:
 async def test_unknown_script_says_so_and_closes() -> None:
     async with AgiServer({}, port=0) as server:
         reader, writer = await open_session(server.port, "nope")
-        assert await reader.readline() == b"VERBOSE \"callbridge: unknown FastAGI script 'nope'\" 1\n"
+        assert (
+            await reader.readline() == b"VERBOSE \"callbridge: unknown FastAGI script 'nope'\" 1\n"
+        )
         writer.write(b"200 result=1\n")
         assert await reader.read() == b""
         writer.close()
@@ -335,10 +338,8 @@ async def test_over_capacity_sessions_are_closed_at_once() -> None:
         await entered.wait()
         r2, w2 = await open_session(server.port, "hold")
         # Closed unread: EOF, or a reset because the env block was never read.
-        try:
+        with contextlib.suppress(ConnectionResetError):
             assert await r2.read() == b""
-        except ConnectionResetError:
-            pass
         gate.set()
         w1.close()
         w2.close()

@@ -202,11 +202,12 @@ async def test_caller_writes_hangup_inline_before_the_reply() -> None:
         seen.append(reply.dead_channel)
 
     async with AgiServer({"two": two}, port=0) as server:
-        out = await call_fastagi(
-            f"agi://127.0.0.1:{server.port}/two", [], Channel(), hangup_at=1
-        )
-    assert out.replies == ["200 result=0", "HANGUP", "511 Command Not Permitted on a dead "
-                           "channel or intercept routine"]
+        out = await call_fastagi(f"agi://127.0.0.1:{server.port}/two", [], Channel(), hangup_at=1)
+    assert out.replies == [
+        "200 result=0",
+        "HANGUP",
+        "511 Command Not Permitted on a dead channel or intercept routine",
+    ]
     assert seen == [False, True] and out.status == "HANGUP"
 
 
@@ -247,13 +248,10 @@ async def test_phonebook_sync_command_against_the_emulator(
         store = tmp_path / "cb.sqlite3"
         config = tmp_path / "callbridge.toml"
         config.write_text(
-            f'[bitrix24]\nwebhook_url = "{base}/rest/1/secretcode/"\n'
-            f'[store]\npath = "{store}"\n'
+            f'[bitrix24]\nwebhook_url = "{base}/rest/1/secretcode/"\n[store]\npath = "{store}"\n'
         )
         # The command runs its own event loop, as it does from the shell.
-        code = await asyncio.to_thread(
-            phonebook_cli.sync, argparse.Namespace(config=str(config))
-        )
+        code = await asyncio.to_thread(phonebook_cli.sync, argparse.Namespace(config=str(config)))
     finally:
         await server.stop()
     assert code == 0

@@ -94,9 +94,8 @@ class MiniPortal:
         assert method == f"crm.{entity_type}.list", method
         assert params.get("start") == -1
         filt = params.get("filter", {})
-        rows = sorted(self.rows[entity_type].items())
         out = []
-        for i, row in rows:
+        for i, row in sorted(self.rows[entity_type].items()):
             if ">ID" in filt and not i > int(filt[">ID"]):
                 continue
             if "=ID" in filt and i != int(filt["=ID"]):

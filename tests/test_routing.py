@@ -249,7 +249,10 @@ def test_settings_errors_name_every_bad_key() -> None:
                 "deadline": -1,
                 "timezone": "Nowhere/Land",
                 "variables": {"route_to": "bad name"},
-                "routes": [{"dids": [], "destination": "teleport"}, {"dids": ["1"], "unknown": "manager"}],
+                "routes": [
+                    {"dids": [], "destination": "teleport"},
+                    {"dids": ["1"], "unknown": "manager"},
+                ],
             },
         )
     text = str(info.value)

@@ -398,9 +398,7 @@ class AgiServer:
                 return
             async with self._slots, asyncio.timeout(self._session_deadline):
                 env = await self._read_environment(reader)
-                session = AgiSession(
-                    reader, writer, env, started + self._session_deadline, started
-                )
+                session = AgiSession(reader, writer, env, started + self._session_deadline, started)
                 handler = self._handlers.get(env.script)
                 self.stats.by_script[env.script] = self.stats.by_script.get(env.script, 0) + 1
                 if handler is None:

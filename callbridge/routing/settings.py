@@ -179,8 +179,9 @@ class RoutingSettings:
         :class:`RoutingSettingsError` listing every bad key."""
         errors: list[str] = []
         values: dict[str, Any] = {}
-        agi = dict(agi or {})
-        routing = dict(routing or {})
+        # None = "not given" (a pydantic section dumps its unset optional keys as None).
+        agi = {k: v for k, v in (agi or {}).items() if v is not None}
+        routing = {k: v for k, v in (routing or {}).items() if v is not None}
         _agi_keys = {
             "listen": None,
             "public_host": "public_host",

@@ -109,8 +109,6 @@ class CallTracker:
             "AttendedTransfer": self._on_attended_transfer,
             "OriginateResponse": self._on_originate_response,
             "QueueCallerJoin": self._on_queue_join,
-            "NewCallerid": self._on_touch,
-            "HangupRequest": self._on_touch,
             "Pickup": self._on_touch,
         }
 
@@ -122,6 +120,11 @@ class CallTracker:
         handler = self._handlers.get(name) if name is not None else None
         if handler is None:
             return []
+        if name == "VarSet":
+            # Half of a FreePBX stream is VarSet; most name variables we do not read.
+            var = (msg.get("Variable") or "").lstrip("_")
+            if var not in TRACKED_VARIABLES and var != self._tag:
+                return []
         ts = self._timestamp(msg)
         out: list[CallEvent] = []
         self._out = out
@@ -360,8 +363,6 @@ class CallTracker:
 
     def _on_varset(self, msg: AmiMessage, ts: float) -> None:
         var = (msg.get("Variable") or "").lstrip("_")
-        if var not in TRACKED_VARIABLES and var != self._tag:
-            return
         chan = self._chan(msg, ts)
         if chan is None:
             return
