@@ -171,7 +171,12 @@ async def bench(clicks: int, data_dir: Path, pbx: str) -> dict[str, Any]:
                     headers={"content-type": "application/x-www-form-urlencoded"},
                 )
                 assert response.status_code == 200, response.text
-                t1 = await asyncio.wait_for(arrival, 10.0)
+                try:
+                    t1 = await asyncio.wait_for(arrival, 10.0)
+                except TimeoutError:
+                    raise SystemExit(
+                        f"click {n}: no Originate reached the AMI peer in 10 s"
+                    ) from None
                 del waiting[call_id]
                 if n >= 20:
                     latencies.append((t1 - t0) * 1000)

@@ -132,8 +132,8 @@ def memory(calls: int) -> None:
     events = 0
     t0 = time.perf_counter()
     while done < calls:
-        trace = templates[copy % len(templates)]
-        data = trace % {b"n": copy}
+        template = templates[copy % len(templates)]
+        data = template % {b"n": copy}
         copy += 1
         for msg in framer.feed(data):
             events += 1

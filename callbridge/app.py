@@ -282,10 +282,13 @@ def build_services(
 
 async def _main(config: Config) -> int:
     host, port = parse_listen(config.web.listen)
+    try:
+        settings = click_settings(config)
+    except (TypeError, ValueError) as exc:
+        print(f"callbridge: configuration error:\n[click_to_call] {exc}", file=sys.stderr)
+        return 2
     ami, ami_component = build_ami(config)
-    services = build_services(
-        config, settings=click_settings(config), ami=ami, ami_component=ami_component
-    )
+    services = build_services(config, settings=settings, ami=ami, ami_component=ami_component)
     app = create_app(services)
     try:
         server = await start_server(app, host, port, services.ready)

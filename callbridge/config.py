@@ -170,6 +170,12 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     store: StoreConfig = StoreConfig()
     outbox: OutboxConfig = OutboxConfig()
+    #: FastAGI server (``listen``, ``public_host``, ``public_port``, ``session_deadline``);
+    #: validated by :mod:`callbridge.routing.settings`, which names every bad key.
+    agi: dict[str, Any] = {}
+    #: Routing of inbound callers (destinations, schedules, variables): see
+    #: ``docs/routing.md``; validated like ``agi``.
+    routing: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _rules_hold(self) -> Config:
@@ -178,9 +184,16 @@ class Config(_Section):
         from callbridge.rules.numbers import RuleConfigError
         from callbridge.rules.settings import settings_from_config
 
+        from callbridge.routing.settings import RoutingSettingsError
+        from callbridge.routing.settings import settings_from_config as routing_settings
+
         try:
             settings_from_config(self.rules)
         except RuleConfigError as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            routing_settings(self)
+        except RoutingSettingsError as exc:
             raise ValueError(str(exc)) from None
         return self
 

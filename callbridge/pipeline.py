@@ -100,6 +100,10 @@ class CallPipeline:
         self._users_retry = users_retry
         self._users_wait = users_wait
         self._users_ready = asyncio.Event()
+        self._snapshot: asyncio.Task[tuple[list[AmiMessage], float]] | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.name = "call-pipeline"
         self._sleep = sleep
         self._directory = UserDirectory()
         self._extensions_seen: set[str] = set()
@@ -187,72 +191,87 @@ class CallPipeline:
         """No call open in the tracker and nothing left to send."""
         return self.tracker.live_calls == 0 and self.outbox.depth() == 0
 
-    async def _consume(self) -> None:
-        # The snapshot is requested on every (re)connection and applied where the client
-        # marks it in the stream: events queued before the marker are older than the
-        # snapshot and are fed first; events after it may be newer.
-        snapshot: asyncio.Task[tuple[list[AmiMessage], float]] | None = None
-        try:
-            async for item in self.ami.events():
-                if isinstance(item, Connected):
-                    self.stats.ami_connected = True
-                    self.stats.ami_last_error = None
-                    snapshot = asyncio.create_task(self.ami.snapshot(mark_stream=True))
-                elif isinstance(item, SnapshotTaken):
-                    if snapshot is None:
-                        continue
-                    try:
-                        _, at = await snapshot
-                    except AmiError as exc:
-                        log.warning("resync failed: %s", exc)
-                        continue
-                    finally:
-                        snapshot = None
-                    self.stats.resyncs += 1
-                    log.info("resync: %d channels live at Asterisk time %.3f", len(item.items), at)
-                    self._handle(self.tracker.resync(item.items, at))
-                elif isinstance(item, Disconnected):
-                    self.stats.ami_connected = False
-                    self.stats.ami_last_error = item.reason
-                    log.warning("AMI connection lost: %s", item.reason)
-                else:
-                    self.stats.ami_messages += 1
-                    events = self.tracker.feed(item)
-                    if events:
-                        self._handle(events)
-        finally:
-            if snapshot is not None:
-                snapshot.cancel()
-                with contextlib.suppress(asyncio.CancelledError, AmiError):
-                    await snapshot
+    async def on_ami_item(self, item: object) -> None:
+        """Take one item of the AMI client's stream (a message or a connection marker).
+
+        The snapshot is requested on every (re)connection and applied where the client
+        marks it in the stream: events before the marker are older than the snapshot and
+        were fed first; events after it may be newer. Call decisions need the user
+        directory, so the first item waits (bounded) for it; meanwhile AMI events queue in
+        the client, whose reader never waits on us.
+        """
+        if not self._users_ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._users_ready.wait(), self._users_wait)
+            self._users_ready.set()  # waited once; from now on decide with what we have
+        if isinstance(item, Connected):
+            self.stats.ami_connected = True
+            self.stats.ami_last_error = None
+            self._snapshot = asyncio.create_task(self.ami.snapshot(mark_stream=True))
+        elif isinstance(item, SnapshotTaken):
+            snapshot, self._snapshot = self._snapshot, None
+            if snapshot is None:
+                return
+            try:
+                _, at = await snapshot
+            except AmiError as exc:
+                log.warning("resync failed: %s", exc)
+                return
+            self.stats.resyncs += 1
+            log.info("resync: %d channels live at Asterisk time %.3f", len(item.items), at)
+            self._handle(self.tracker.resync(item.items, at))
+        elif isinstance(item, Disconnected):
+            self.stats.ami_connected = False
+            self.stats.ami_last_error = item.reason
+            log.warning("AMI connection lost: %s", item.reason)
+        elif isinstance(item, AmiMessage):
+            self.stats.ami_messages += 1
+            events = self.tracker.feed(item)
+            if events:
+                self._handle(events)
+
+    async def start(self) -> None:
+        """Start dispatching and the user refresh (the AMI stream is fed from outside)."""
+        self._stop = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._users_loop(self._stop), name="pipeline-users"),
+            asyncio.create_task(self.dispatcher.run(self._stop), name="pipeline-dispatch"),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        pending = [t for t in (*self._tasks, self._snapshot) if t is not None]
+        self._snapshot = None
+        for task in pending:
+            if not task.done() and task.get_name() != "pipeline-dispatch":
+                task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, AmiError):
+                await task
+        self._tasks = []
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; then close the AMI session and stop dispatching."""
+        """Standalone: start the AMI client, feed its stream, until ``stop`` is set."""
         await self.ami.start()
-        users = asyncio.create_task(self._users_loop(stop), name="pipeline-users")
-        # Calls are decided with the user directory; on a first start wait (bounded) for
-        # it. AMI events queue meanwhile in the client: its reader never waits on us.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._users_ready.wait(), self._users_wait)
-        tasks = [
-            users,
-            asyncio.create_task(self._consume(), name="pipeline-consume"),
-            asyncio.create_task(self.dispatcher.run(stop), name="pipeline-dispatch"),
-        ]
+        await self.start()
+
+        async def consume() -> None:
+            async for item in self.ami.events():
+                await self.on_ami_item(item)
+
+        feeder = asyncio.create_task(consume(), name="pipeline-consume")
         stopper = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopper and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            await asyncio.wait([feeder, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if feeder.done() and feeder.exception() is not None:
+                raise feeder.exception()  # type: ignore[misc]
         finally:
-            stop.set()
+            stopper.cancel()
             await self.ami.close()
-            for task in [*tasks, stopper]:
-                task.cancel()
-            for task in [*tasks, stopper]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            await self.stop()
 
 
 def build_pipeline(

@@ -75,7 +75,9 @@ def test_cut_anywhere_nothing_stays_open_and_answers_survive(name: str, lost: in
 def test_calls_that_vanished_in_the_gap_end_at_the_resync_time_with_a_note() -> None:
     messages, expected = load("01-inbound-answered")
     answered_at = next(
-        i for i, m in enumerate(messages) if m.event == "DialEnd" and m.get("DialStatus") == "ANSWER"
+        i
+        for i, m in enumerate(messages)
+        if m.event == "DialEnd" and m.get("DialStatus") == "ANSWER"
     )
     tracker = CallTracker(PBX)
     for msg in messages[: answered_at + 1]:
@@ -92,9 +94,7 @@ def test_calls_that_vanished_in_the_gap_end_at_the_resync_time_with_a_note() -> 
 
 def test_resync_of_a_fresh_tracker_adopts_live_calls() -> None:
     messages, expected = load("05-inbound-queue-answered")
-    answered = next(
-        i for i, m in enumerate(messages) if m.event == "AgentConnect"
-    )
+    answered = next(i for i, m in enumerate(messages) if m.event == "AgentConnect")
     at = _ts(messages, answered + 5)
     tracker = CallTracker(PBX)
     tracker.resync(snapshot_at(messages[: answered + 6], at), at)

@@ -180,7 +180,7 @@ def _story(name: str) -> tuple[list[dict[str, Any]], list[CallEvent]]:
 
 
 def test_inbound_to_101_answered_and_recorded() -> None:
-    got, events = _story("01-inbound-answered")
+    _got, events = _story("01-inbound-answered")
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "CallStarted" and kinds[-1] == "CallEnded"
     started = events[0]
