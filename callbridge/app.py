@@ -27,15 +27,25 @@ from typing import Protocol
 from callbridge.actions.bitrix24_port import Bitrix24ClickCrm
 from callbridge.actions.callback import Callback
 from callbridge.actions.click_to_call import ClickToCall
+from callbridge.actions.event import BitrixEvent
 from callbridge.actions.originate import ClickToCallSettings, OriginateWatch
 from callbridge.config import Config, ConfigError, load_config, parse_listen
+from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.crm.bitrix24.auth import Auth, OAuthAuth, WebhookAuth
 from callbridge.crm.bitrix24.client import Bitrix24Client
 from callbridge.crm.bitrix24.limiter import LeakyBucket
+from callbridge.outbox.store import OutboxStore
+from callbridge.pbx.agi import AgiServer
 from callbridge.pbx.ami.client import AmiClient
 from callbridge.pbx.ami.framing import AmiMessage
+from callbridge.pipeline import CallPipeline, build_pipeline
+from callbridge.routing.phonebook import Phonebook
+from callbridge.routing.scripts import RoutingScripts
+from callbridge.routing.settings import settings_from_config as routing_settings_from_config
+from callbridge.routing.source import Bitrix24PhonebookSource
 from callbridge.store.app_state import AppState
 from callbridge.store.db import connect
+from callbridge.store.phonebook import PhonebookStore
 from callbridge.store.tokens import TokenStore
 from callbridge.web.app import EVENTS_PATH, Component, FunctionComponent, Services, create_app
 from callbridge.web.events import EventDispatcher, EventIntake, EventRegistry
@@ -185,6 +195,106 @@ def _ami_probe(link: AmiLink | None) -> Probe:
     return Probe("ami", check)
 
 
+CRM_PHONEBOOK_EVENTS = tuple(
+    f"ONCRM{kind}{action}"
+    for kind in ("CONTACT", "COMPANY", "LEAD")
+    for action in ("ADD", "UPDATE", "DELETE")
+)
+
+
+def _phonebook_handler(book: Phonebook) -> Callable[[BitrixEvent], Awaitable[None]]:
+    async def handle(event: BitrixEvent) -> None:
+        await book.apply_crm_event(event.name, event.data)
+
+    return handle
+
+
+def _routing(
+    config: Config, conn: sqlite3.Connection, client: Bitrix24Client
+) -> tuple[Phonebook, list[Component], Probe]:
+    """The FastAGI server and the phonebook behind it, as components, and their probe."""
+    settings = routing_settings_from_config(config)
+    book = Phonebook(
+        PhonebookStore(conn),
+        Bitrix24PhonebookSource(client.call),
+        region=settings.default_region,
+        miss_ttl=settings.miss_ttl,
+        crm_backoff=settings.crm_backoff,
+        max_crm_lookups=settings.max_crm_lookups,
+        freshness=settings.freshness,
+    )
+    server = AgiServer(
+        RoutingScripts(book, settings).handlers(),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        session_deadline=settings.session_deadline,
+    )
+    stop = asyncio.Event()
+    sync_task: list[asyncio.Task[None]] = []
+
+    async def start_sync() -> None:
+        stop.clear()
+        sync_task.append(asyncio.create_task(book.run(stop), name="phonebook-sync"))
+
+    async def stop_sync() -> None:
+        stop.set()
+        for task in sync_task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sync_task.clear()
+
+    def check() -> ProbeResult:
+        st = server.stats
+        try:
+            listening: str | None = f"{server.host}:{server.port}"
+        except RuntimeError:
+            listening = None
+        facts = {
+            "listening": listening,
+            "sessions": st.sessions,
+            "active": st.active,
+            "failed": st.failed,
+            "deadline_exceeded": st.deadline_exceeded,
+            "crm_lookups": book.crm_lookups,
+            "crm_failures": book.crm_failures,
+        }
+        return ProbeResult(facts, () if listening else ("FastAGI server not running",))
+
+    parts: list[Component] = [
+        FunctionComponent("fastagi", server.start, server.close),
+        FunctionComponent("phonebook-sync", start_sync, stop_sync),
+    ]
+    return book, parts, Probe("fastagi", check)
+
+
+def _outbox_probe(pipeline: CallPipeline, clock: Clock) -> Probe:
+    def check() -> ProbeResult:
+        outbox = pipeline.outbox
+        oldest = outbox.oldest_pending()
+        paused = pipeline.dispatcher.pause_reason()
+        stats = pipeline.stats
+        facts = {
+            "depth": outbox.depth(),
+            "oldest_pending_seconds": None if oldest is None else round(clock() - oldest, 1),
+            "paused": paused,
+            "calls_seen": stats.calls_seen,
+            "calls_ended": stats.calls_ended,
+            "calls_open": pipeline.tracker.live_calls,
+            "ami_messages": stats.ami_messages,
+            "resyncs": stats.resyncs,
+            "users_loaded": stats.users_loaded,
+        }
+        problems: list[str] = []
+        if paused:
+            problems.append(f"outbox paused: {paused}")
+        if stats.users_error:
+            problems.append(f"Bitrix24 users not loaded: {stats.users_error}")
+        return ProbeResult(facts, tuple(problems))
+
+    return Probe("calls", check)
+
+
 def build_services(
     config: Config,
     *,
@@ -237,19 +347,40 @@ def build_services(
     registry.register("ONAPPUNINSTALL", installer.on_uninstall)
 
     components: list[Component] = []
+    probes: list[Probe] = []
+    crm = Bitrix24Crm(client)
+    pipeline: CallPipeline | None = None
+    consumers: list[AmiConsumer] = []
+    if isinstance(ami, AmiClient):
+        # The call path: tracker → engine → outbox → the same client (one rate budget).
+        outbox = OutboxStore.open(config.store.path, clock)
+        pipeline = build_pipeline(config, crm, outbox, clock=clock, ami=ami)
+        components.append(pipeline)
+        consumers.append(pipeline.on_ami_item)
+        probes.append(_outbox_probe(pipeline, clock))
+        installer.on_installed.append(pipeline.reload_users)
+    phonebook: Phonebook | None = None
+    if config.agi:
+        # FastAGI routing: its phonebook is kept fresh by CRM events and a periodic sync.
+        phonebook, routing_parts, agi_probe = _routing(config, conn, client)
+        for name in CRM_PHONEBOOK_EVENTS:
+            registry.register(name, _phonebook_handler(phonebook))
+        components.extend(routing_parts)
+        probes.append(agi_probe)
     click: ClickToCall | None = None
     callback: Callback | None = None
     if ami is not None:
-        crm = Bitrix24ClickCrm(client)
+        click_crm = Bitrix24ClickCrm(client)
         watch = OriginateWatch()
         variable = config.pbx.crm_call_id_variable
-        click = ClickToCall(settings, ami, crm, clock, variable, watch)
-        callback = Callback(settings, ami, crm, clock, variable, watch)
+        click = ClickToCall(settings, ami, click_crm, clock, variable, watch)
+        callback = Callback(settings, ami, click_crm, clock, variable, watch)
         registry.register("ONEXTERNALCALLSTART", click.handle)
         registry.register("ONEXTERNALCALLBACKSTART", callback.handle)
         if ami_component is not None:
-            components.append(ami_component)
-        components.append(AmiEventPump(ami, [click.on_ami_event]))
+            components.insert(0, ami_component)
+        consumers.append(click.on_ami_event)
+        components.append(AmiEventPump(ami, consumers))
 
     async def close_client() -> None:
         await client.close()
@@ -264,6 +395,7 @@ def build_services(
             _portal_probe(config, client, tokens, state),
             _events_probe(dispatcher, intake),
             _ami_probe(ami),
+            *probes,
         ]
     )
     return Services(
@@ -276,7 +408,14 @@ def build_services(
         components=components,
         click=click,
         callback=callback,
-        extras={"config": config, "tokens": tokens, "crm_client": client, "conn": conn},
+        extras={
+            "config": config,
+            "tokens": tokens,
+            "crm_client": client,
+            "conn": conn,
+            "pipeline": pipeline,
+            "phonebook": phonebook,
+        },
     )
 
 

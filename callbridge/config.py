@@ -146,6 +146,35 @@ class OutboxConfig(_Section):
     auth_pause: float = Field(60.0, gt=0)
 
 
+class ClickToCallConfig(_Section):
+    """``[click_to_call]``: see :class:`callbridge.actions.originate.ClickToCallSettings`."""
+
+    agent_channel: Literal["local", "pjsip"] = "local"
+    local_context: str = "originate-skipvm"
+    outbound_context: str = "from-internal"
+    outbound_prefixes: dict[str, str] = {}
+    default_prefix: str = ""
+    number_source: Literal["clicked", "international"] = "clicked"
+    plus_replacement: str = ""
+    ring_timeout_ms: int = Field(30_000, ge=1000)
+    auto_answer: bool = False
+    auto_answer_model: str = "generic"
+    auto_answer_headers: dict[str, str] = {}
+    click_burst: int = Field(5, ge=1)
+    click_rate: float = Field(0.5, gt=0)
+    user_cache_ttl: float = Field(300.0, ge=0)
+    show_crm_name: bool = True
+    name_lookup_timeout: float = Field(0.5, gt=0)
+    action_timeout: float = Field(5.0, gt=0)
+    notify_refusals: bool = True
+    callback_destinations: dict[str, str] = {}
+    callback_default: str = ""
+    callback_context: str = "from-internal"
+    callback_user_id: int = Field(1, ge=1)
+    callback_burst: int = Field(3, ge=1)
+    callback_rate: float = Field(1 / 60, gt=0)
+
+
 class WebConfig(_Section):
     listen: str = "127.0.0.1:8080"
     #: URL the portal can reach callbridge at (for event handlers).
@@ -170,6 +199,7 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     store: StoreConfig = StoreConfig()
     outbox: OutboxConfig = OutboxConfig()
+    click_to_call: ClickToCallConfig = ClickToCallConfig()
     #: FastAGI server (``listen``, ``public_host``, ``public_port``, ``session_deadline``);
     #: validated by :mod:`callbridge.routing.settings`, which names every bad key.
     agi: dict[str, Any] = {}
@@ -181,11 +211,10 @@ class Config(_Section):
     def _rules_hold(self) -> Config:
         # The rules' own validation (rewrite templates, regexes, time zone) runs at load
         # time, so a bad rule is reported with its key before anything starts.
-        from callbridge.rules.numbers import RuleConfigError
-        from callbridge.rules.settings import settings_from_config
-
         from callbridge.routing.settings import RoutingSettingsError
         from callbridge.routing.settings import settings_from_config as routing_settings
+        from callbridge.rules.numbers import RuleConfigError
+        from callbridge.rules.settings import settings_from_config
 
         try:
             settings_from_config(self.rules)
@@ -195,6 +224,12 @@ class Config(_Section):
             routing_settings(self)
         except RoutingSettingsError as exc:
             raise ValueError(str(exc)) from None
+        from callbridge.actions.originate import ClickToCallSettings
+
+        try:
+            ClickToCallSettings(**self.click_to_call.model_dump())
+        except ValueError as exc:
+            raise ValueError(f"[click_to_call] {exc}") from None
         return self
 
 

@@ -100,6 +100,7 @@ class CallPipeline:
         self._users_retry = users_retry
         self._users_wait = users_wait
         self._users_ready = asyncio.Event()
+        self._users_kick = asyncio.Event()
         self._snapshot: asyncio.Task[tuple[list[AmiMessage], float]] | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -160,8 +161,18 @@ class CallPipeline:
                 self.stats.users_error = str(exc)
                 log.warning("could not load Bitrix24 users: %s", exc)
                 wait = self._users_retry
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            self._users_kick.clear()
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._users_kick.wait()),
+            ]
+            await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    def reload_users(self) -> None:
+        """Load the users again now (after an install gave new credentials)."""
+        self._users_kick.set()
 
     # -- AMI → tracker → engine ---------------------------------------------------------
 
@@ -281,14 +292,16 @@ def build_pipeline(
     *,
     clock: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
+    ami: AmiClient | None = None,
 ) -> CallPipeline:
-    """Everything of the call path built from the config, in one place."""
+    """Everything of the call path built from the config, in one place (``ami``: an
+    existing client to use instead of one built from ``[ami]``)."""
     rules = replace(
         settings_from_config(config.rules),
         crm_call_id_tag=config.pbx.crm_call_id_variable.lstrip("_"),
     )
     ami_cfg = config.ami
-    ami = AmiClient(
+    ami = ami or AmiClient(
         ami_cfg.host,
         ami_cfg.port,
         ami_cfg.username,

@@ -173,6 +173,8 @@ class Installer:
     lines: Mapping[str, str] = field(default_factory=dict)
     crm_auto_create: bool = True
     limits: BodyLimits = field(default_factory=BodyLimits)
+    #: Called after new tokens are stored (e.g. the call path reloads the users).
+    on_installed: list[Callable[[], None]] = field(default_factory=list)
     _setup: asyncio.Task[SetupReport] | None = field(default=None, init=False)
     installs: int = field(default=0, init=False)
 
@@ -248,6 +250,8 @@ class Installer:
         )
         log.info("%s stored for portal %s (%s)", how, tokens.client_endpoint, tokens.member_id)
         self._setup = asyncio.create_task(self.setup(), name="bitrix24-setup")
+        for listener in self.on_installed:
+            listener()
         return None
 
     async def wait_setup(self) -> SetupReport | None:

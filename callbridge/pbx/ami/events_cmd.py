@@ -16,7 +16,14 @@ import logging
 import sys
 from typing import TextIO
 
-from callbridge.pbx.ami.client import AmiClient, AmiError, AmiLoginError, Connected, Disconnected
+from callbridge.pbx.ami.client import (
+    AmiClient,
+    AmiError,
+    AmiLoginError,
+    Connected,
+    Disconnected,
+    SnapshotTaken,
+)
 
 __all__ = ["run", "stream"]
 
@@ -46,7 +53,7 @@ async def stream(
                 item = await asyncio.wait_for(anext(items), idle_exit)
             except TimeoutError:
                 return EXIT_OK, None
-            if isinstance(item, Connected):
+            if isinstance(item, Connected | SnapshotTaken):
                 continue
             if isinstance(item, Disconnected):
                 return EXIT_CONNECTION, f"AMI {client.host}:{client.port}: {item.reason}"
