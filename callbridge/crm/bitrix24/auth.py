@@ -195,6 +195,11 @@ class OAuthAuth(Auth):
     def state(self) -> AuthState:
         return self._state
 
+    def set_credentials(self, client_id: str, client_secret: str) -> None:
+        """New application credentials (a reinstall made a new local application)."""
+        self._client_id = client_id
+        self._client_secret = client_secret
+
     def can_refresh(self) -> bool:
         return True
 
