@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -141,8 +140,7 @@ def test_registration_table(settings_kw: dict[str, Any], event: CallStarted, exp
 
 
 def test_outbound_routes_match_the_dialled_number() -> None:
-    config = SimpleNamespace(
-        **RulesConfig().model_dump(),
+    config = RulesConfig(
         outbound_routes=[
             {"name": "intl", "pattern": r"810\d+", "register": False},
             {"name": "city", "pattern": r"[78]495\d{7}", "line": "city"},
