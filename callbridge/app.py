@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from callbridge.actions.bitrix24_port import Bitrix24ClickCrm
 from callbridge.actions.callback import Callback
@@ -34,12 +34,13 @@ from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.crm.bitrix24.auth import Auth, OAuthAuth, WebhookAuth
 from callbridge.crm.bitrix24.client import Bitrix24Client
 from callbridge.crm.bitrix24.limiter import LeakyBucket
+from callbridge.outbox.dispatcher import EntityLookup
 from callbridge.outbox.store import OutboxStore
 from callbridge.pbx.agi import AgiServer
 from callbridge.pbx.ami.client import AmiClient
 from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.pipeline import CallPipeline, build_pipeline
-from callbridge.routing.phonebook import Phonebook
+from callbridge.routing.phonebook import LookupState, Phonebook
 from callbridge.routing.scripts import RoutingScripts
 from callbridge.routing.settings import settings_from_config as routing_settings_from_config
 from callbridge.routing.source import Bitrix24PhonebookSource
@@ -209,6 +210,27 @@ def _phonebook_handler(book: Phonebook) -> Callable[[BitrixEvent], Awaitable[Non
     return handle
 
 
+#: How long the registration priority waits for the phonebook to ask the CRM about a
+#: number it does not hold (registration is not on the dialplan's deadline).
+PHONEBOOK_REGISTER_BUDGET = 5.0
+
+
+def phonebook_entities(book: Phonebook, budget: float = PHONEBOOK_REGISTER_BUDGET) -> EntityLookup:
+    """The outbox's entity look-up answered from the FastAGI phonebook (no REST request
+    when the number is in the store or a remembered miss). ``None`` when the phonebook
+    cannot tell in time, so the dispatcher asks the CRM itself. Entities with a
+    responsible user, then the oldest, come first — the one routing chose."""
+
+    async def lookup(phone: str) -> list[dict[str, Any]] | None:
+        found = await book.lookup(phone, budget)
+        if found.state is LookupState.UNAVAILABLE:
+            return None
+        ranked = sorted(found.entities, key=lambda e: (0 if e.responsible_id else 1, e.id))
+        return [{"type": e.type, "id": e.id, "responsible": e.responsible_id} for e in ranked]
+
+    return lookup
+
+
 def _routing(
     config: Config, conn: sqlite3.Connection, client: Bitrix24Client
 ) -> tuple[Phonebook, list[Component], Probe]:
@@ -351,30 +373,46 @@ def build_services(
     crm = Bitrix24Crm(client)
     pipeline: CallPipeline | None = None
     consumers: list[AmiConsumer] = []
+    phonebook: Phonebook | None = None
+    routing: tuple[list[Component], Probe] | None = None
+    if config.agi:
+        # FastAGI routing: its phonebook is kept fresh by CRM events and a periodic sync.
+        phonebook, routing_parts, agi_probe = _routing(config, conn, client)
+        routing = (routing_parts, agi_probe)
     if isinstance(ami, AmiClient):
         # The call path: tracker → engine → outbox → the same client (one rate budget).
-        outbox = OutboxStore.open(config.store.path, clock)
-        pipeline = build_pipeline(config, crm, outbox, clock=clock, ami=ami)
+        # With a phonebook, the registration priority reads it instead of the CRM.
+        call_outbox = OutboxStore.open(config.store.path, clock)
+        pipeline = build_pipeline(
+            config,
+            crm,
+            call_outbox,
+            clock=clock,
+            ami=ami,
+            entity_lookup=None if phonebook is None else phonebook_entities(phonebook),
+        )
         components.append(pipeline)
         consumers.append(pipeline.on_ami_item)
         probes.append(_outbox_probe(pipeline, clock))
         installer.on_installed.append(pipeline.reload_users)
-    phonebook: Phonebook | None = None
-    if config.agi:
-        # FastAGI routing: its phonebook is kept fresh by CRM events and a periodic sync.
-        phonebook, routing_parts, agi_probe = _routing(config, conn, client)
+    if phonebook is not None and routing is not None:
         for name in CRM_PHONEBOOK_EVENTS:
             registry.register(name, _phonebook_handler(phonebook))
-        components.extend(routing_parts)
-        probes.append(agi_probe)
+        components.extend(routing[0])
+        probes.append(routing[1])
     click: ClickToCall | None = None
     callback: Callback | None = None
     if ami is not None:
         click_crm = Bitrix24ClickCrm(client)
         watch = OriginateWatch()
         variable = config.pbx.crm_call_id_variable
-        click = ClickToCall(settings, ami, click_crm, clock, variable, watch)
-        callback = Callback(settings, ami, click_crm, clock, variable, watch)
+        # Refusals go through the durable outbox when the call path has one.
+        outbox = pipeline.outbox if pipeline is not None else None
+        click = ClickToCall(settings, ami, click_crm, clock, variable, watch, outbox=outbox)
+        callback = Callback(settings, ami, click_crm, clock, variable, watch, outbox=outbox)
+        if pipeline is not None:
+            # A failed Originate of ours without any channel is the watch's to finish.
+            pipeline.engine.set_own_originates(watch.owns)
         registry.register("ONEXTERNALCALLSTART", click.handle)
         registry.register("ONEXTERNALCALLBACKSTART", callback.handle)
         if ami_component is not None:

@@ -122,6 +122,7 @@ async def start_demo(args: argparse.Namespace) -> Demo:
     portal = await emulator.start(host, args.emulator_port)
 
     secret = secrets.token_hex(8)
+    agi_port = args.agi_port or _free_port(host)
     sim = AsteriskSimulator(
         username="callbridge",
         secret=secret,
@@ -130,12 +131,12 @@ async def start_demo(args: argparse.Namespace) -> Demo:
         rebase_time=True,
         calls_per_minute=None if replay else args.calls_per_minute,
         auth_fail_delay=1.0,
+        agi=(host, agi_port),  # calls to the FastAGI DIDs are routed by callbridge
     )
     await sim.start(host, args.ami_port)
     await sim.start_control(host, 0)
 
     web_port = args.web_port or _free_port(host)
-    agi_port = args.agi_port or _free_port(host)
     config = demo_config(
         ami_port=sim.port,
         secret=secret,

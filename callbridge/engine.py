@@ -18,6 +18,13 @@ resync feeding the calls in progress), so it never shows a card twice or registe
 
 A *late* event (``at`` more than ``late_after`` seconds behind the newest AMI time seen)
 belongs to a call being replayed after an outage: it never produces a ``show``.
+
+Calls callbridge originated itself (click-to-call, website callback) carry the ``CALL_ID``
+the portal (or the callback action) already registered in a tag: they are never
+registered again and always finished, whatever the rules would say about the call
+(the portal's card must not stay open). An Originate of ours that failed before any
+channel existed is finished by the action that sent it, so the engine leaves it alone
+(:meth:`Engine.set_own_originates`).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +53,7 @@ from callbridge.calls import (
 from callbridge.crm.base import CrmOperation, OperationKind, ResultRef
 from callbridge.outbox.store import OutboxEntry, OutboxStore
 from callbridge.rules import Registration, RuleSettings, Skip, UserDirectory
+from callbridge.rules.policy import CALL_TYPE_CALLBACK, CALL_TYPE_OUTBOUND
 
 __all__ = ["Engine"]
 
@@ -80,6 +88,12 @@ class Engine:
         self._absorbed: set[str] = set()
         self._newest = float("-inf")
         self._warned: set[str] = set()
+        self._own_originate: Callable[[CallStarted], bool] = _never
+
+    def set_own_originates(self, predicate: Callable[[CallStarted], bool]) -> None:
+        """Tell the engine which channel-less calls are failed Originates of our own
+        actions (they finish those themselves; registering them would make a second call)."""
+        self._own_originate = predicate
 
     def set_directory(self, directory: UserDirectory) -> None:
         """New users from the CRM (the app refreshes them periodically)."""
@@ -152,6 +166,13 @@ class Engine:
             return call.decision
         assert call.started is not None
         decision = rules.registration(self._settings, call.started, callee)
+        crm_call_id = call.started.tags.get(self._settings.crm_call_id_tag)
+        if isinstance(decision, Skip) and crm_call_id:
+            # A call the CRM already registered (click-to-call, callback): whatever the
+            # rules say about registering, its CALL_ID must be finished, or its card stays.
+            decision = _finish_only(call.started, crm_call_id, self._settings)
+        elif not crm_call_id and self._own_originate(call.started):
+            decision = Skip("an Originate of ours that failed before any channel existed")
         if isinstance(decision, Skip):
             log.info("call %s not registered: %s", call.call_id, decision.reason)
         call.decision = decision
@@ -435,6 +456,24 @@ class Engine:
 
     def _default(self) -> int:
         return self._settings.default_user_id
+
+
+def _never(_started: CallStarted) -> bool:
+    return False
+
+
+def _finish_only(started: CallStarted, crm_call_id: str, settings: RuleSettings) -> Registration:
+    """A decision that registers nothing and finishes ``crm_call_id``."""
+    callback = settings.callback_tag in started.tags
+    return Registration(
+        call_type=CALL_TYPE_CALLBACK if callback else CALL_TYPE_OUTBOUND,
+        phone=started.external_number or "",
+        line=None,
+        crm_create=False,
+        crm_source="",
+        external_call_id=rules.external_call_id(settings, started.call_id),
+        crm_call_id=crm_call_id,
+    )
 
 
 def _users(value: Any) -> list[int]:

@@ -29,7 +29,7 @@ from callbridge.calls import CallEnded, CallEvent, CallStarted
 from callbridge.config import Config
 from callbridge.crm.base import CrmError, CrmPort
 from callbridge.engine import Engine
-from callbridge.outbox.dispatcher import Dispatcher, OutboxSettings
+from callbridge.outbox.dispatcher import Dispatcher, EntityLookup, OutboxSettings
 from callbridge.outbox.retry import RetryPolicy
 from callbridge.outbox.store import OutboxStore
 from callbridge.pbx.ami.client import (
@@ -293,9 +293,12 @@ def build_pipeline(
     clock: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
     ami: AmiClient | None = None,
+    entity_lookup: EntityLookup | None = None,
 ) -> CallPipeline:
     """Everything of the call path built from the config, in one place (``ami``: an
-    existing client to use instead of one built from ``[ami]``)."""
+    existing client to use instead of one built from ``[ami]``; ``entity_lookup``: where
+    the registration priority finds a number's CRM entities — the FastAGI phonebook —
+    instead of asking the CRM per call)."""
     rules = replace(
         settings_from_config(config.rules),
         crm_call_id_tag=config.pbx.crm_call_id_variable.lstrip("_"),
@@ -324,6 +327,7 @@ def build_pipeline(
         rand=rand,
         settings=outbox_settings(config),
         is_active_user=lambda user_id: pipeline.is_active_user(user_id),
+        entity_lookup=entity_lookup,
     )
     pipeline = CallPipeline(
         ami=ami,

@@ -186,8 +186,11 @@ class EmulatorProc:
         data: dict[str, Any] = await post_json(f"{self.url}/_emulator/install", {"handler": handler})
         return data
 
-    async def clock(self, offset_seconds: float) -> None:
-        await post_json(f"{self.url}/_emulator/clock", {"offset_seconds": offset_seconds})
+    async def clock(self, offset_seconds: float) -> float:
+        """Move the emulator's clock; returns its new time."""
+        body = {"offset_seconds": offset_seconds}
+        now: float = (await post_json(f"{self.url}/_emulator/clock", body))["now"]
+        return now
 
 
 @dataclass

@@ -6,7 +6,8 @@ callback destination configured for the line (queue, ring group, IVR or extensio
 reachable as numbers in FreePBX's ``from-internal``); when it answers, the visitor is
 dialled through the outbound context. The registered ``CALL_ID`` rides in the same
 inherited variable as a click-to-call, so the engine finishes it with the real answerer.
-A callback that cannot be placed is finished as failed at once: no card stays open.
+A callback that cannot be placed is finished as failed at once (through the durable
+outbox, call key ``callback:<CALL_ID>``, when one is given): no card stays open.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from callbridge.actions.originate import (
     AmiActions,
     ClickCrm,
     ClickToCallSettings,
+    OperationSink,
     OriginateWatch,
     build_originate,
+    refusal_operations,
 )
 from callbridge.actions.safety import ClickLimiter, Refused, check_extension, normalise_number
 
@@ -51,6 +54,8 @@ class Callback:
     crm_variable: str = "CRM_CALL_ID"
     watch: OriginateWatch = field(default_factory=OriginateWatch)
     outcomes: list[CallbackOutcome] = field(default_factory=list)
+    #: The outbox for the finish of a callback that could not be placed (see ClickToCall).
+    outbox: OperationSink | None = None
     _limiter: ClickLimiter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -109,7 +114,7 @@ class Callback:
             )
         except Refused as exc:  # a CALL_ID the portal made up that we cannot pass on
             return await self._fail(call_id, number, user_id, exc.reason)
-        self.watch.expect(channel_id, call_id, user_id, self.clock())
+        self.watch.expect(channel_id, call_id, user_id, self.clock(), str(headers["Exten"]))
         try:
             async with asyncio.timeout(self.settings.action_timeout):
                 answer = await self.ami.action("Originate", headers)
@@ -128,6 +133,13 @@ class Callback:
 
     async def _fail(self, call_id: str, number: str, user_id: str, reason: str) -> CallbackOutcome:
         log.warning("callback %s to %s failed: %s", call_id, number, reason)
+        if self.outbox is not None:
+            ops = refusal_operations(f"callback:{call_id}", call_id, user_id, reason, "503", None)
+            try:
+                self.outbox.add(ops)
+                return CallbackOutcome(number, False, reason, call_id)
+            except Exception:  # the store itself failed: try the portal directly at least
+                log.exception("callback %s: could not queue its finish", call_id)
         try:
             await self.crm.finish_failed(call_id, user_id, reason, "503")
         except Exception:

@@ -5,7 +5,10 @@ it again: the ``CALL_ID`` travels in an inherited channel variable and the engin
 it with the real result. This module only decides whether to place the call and places
 it. When it does not (no extension, a refused number or id, too many clicks, the PBX
 refusing the Originate) it finishes the call as failed with the reason and tells the user,
-so no card is left open. A second delivery of one ``CALL_ID`` does nothing.
+so no card is left open. Those two CRM writes go through the durable outbox (call key
+``click:<CALL_ID>``) when one is given, so a portal that is down at that moment gets
+them once it is back, even after a restart. A second delivery of one ``CALL_ID`` does
+nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from callbridge.actions.originate import (
     AmiActions,
     ClickCrm,
     ClickToCallSettings,
+    OperationSink,
     OriginateFailure,
     OriginateWatch,
     build_originate,
+    refusal_operations,
 )
 from callbridge.actions.safety import (
     ClickLimiter,
@@ -90,6 +95,9 @@ class ClickToCall:
     crm_variable: str = "CRM_CALL_ID"
     watch: OriginateWatch = field(default_factory=OriginateWatch)
     outcomes: list[ClickOutcome] = field(default_factory=list)
+    #: The outbox: refusals are written there and sent (and retried) by its dispatcher.
+    #: ``None``: sent straight through ``crm`` (lost if the portal is down right then).
+    outbox: OperationSink | None = None
     _limiter: ClickLimiter = field(init=False)
     _directory: ExtensionDirectory = field(init=False)
     _names: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False)
@@ -145,7 +153,12 @@ class ClickToCall:
                 call_id, user_id, "423", "too many calls in a short time, try again shortly"
             )
 
-        ext_raw = await self._directory.extension(user_id)
+        try:
+            ext_raw = await self._directory.extension(user_id)
+        except Exception as exc:  # the portal did not answer: nothing to call, say so
+            return await self._refuse(
+                call_id, user_id, "503", "your internal number could not be looked up", exc
+            )
         if not ext_raw:
             return await self._refuse(
                 call_id, user_id, "480", "your user has no internal number (extension) set"
@@ -176,7 +189,7 @@ class ClickToCall:
             channel_id=channel_id,
             auto_answer=self.settings.auto_answer,
         )
-        self.watch.expect(channel_id, call_id, user_id, self.clock())
+        self.watch.expect(channel_id, call_id, user_id, self.clock(), str(headers["Exten"]))
         try:
             async with asyncio.timeout(self.settings.action_timeout):
                 answer = await self.ami.action("Originate", headers)
@@ -250,13 +263,25 @@ class ClickToCall:
             reason,
             f" [{exc}]" if exc else "",
         )
+        notice = (
+            f"The call could not be placed: {reason}." if self.settings.notify_refusals else None
+        )
+        if self.outbox is not None:
+            ops = refusal_operations(
+                f"click:{call_id}", call_id, user_id, reason, status_code, notice
+            )
+            try:
+                self.outbox.add(ops)
+                return ClickOutcome(call_id, False, reason)
+            except Exception:  # the store itself failed: try the portal directly at least
+                log.exception("click %s: could not queue the refusal", call_id)
         try:
             await self.crm.finish_failed(call_id, user_id, reason, status_code)
         except Exception:
             log.exception("click %s: could not finish the refused call", call_id)
-        if self.settings.notify_refusals:
+        if notice is not None:
             try:
-                await self.crm.notify(user_id, f"The call could not be placed: {reason}.")
+                await self.crm.notify(user_id, notice)
             except Exception:
                 log.exception("click %s: could not notify user %s", call_id, user_id)
         return ClickOutcome(call_id, False, reason)

@@ -12,21 +12,32 @@ a new one.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from callbridge.actions.safety import Refused, caller_id, check_extension, check_id
+from callbridge.actions.safety import (
+    Refused,
+    caller_id,
+    check_extension,
+    check_id,
+    check_user_id,
+)
+from callbridge.calls import CallStarted
+from callbridge.crm.base import CrmOperation, OperationKind
 from callbridge.pbx.ami.framing import AmiMessage
 
 __all__ = [
     "AUTO_ANSWER_PRESETS",
+    "CHANNELLESS_PREFIX",
     "AmiActions",
     "ClickCrm",
     "ClickToCallSettings",
+    "OperationSink",
     "OriginateFailure",
     "OriginateWatch",
     "build_originate",
+    "refusal_operations",
 ]
 
 #: Auto-answer headers per phone family (reference asterisk §3.1).
@@ -126,6 +137,49 @@ class AmiActions(Protocol):
     async def action(self, name: str, headers: Mapping[str, str | list[str]]) -> AmiMessage: ...
 
 
+class OperationSink(Protocol):
+    """Where the finish and notice of a call that was not placed are written, to be sent
+    (and retried) by the outbox dispatcher: :class:`~callbridge.outbox.store.OutboxStore`."""
+
+    def add(self, entries: Iterable[CrmOperation]) -> int: ...
+
+
+def refusal_operations(
+    call_key: str,
+    call_id: str,
+    user_id: str,
+    reason: str,
+    status_code: str,
+    notice: str | None,
+) -> list[CrmOperation]:
+    """The CRM work for a call that was not placed (pure): ``finish`` the portal's
+    ``CALL_ID`` as failed, then (``notice``) tell the user why. Keyed per ``call_key`` and
+    step, so writing them twice (a second refusal path, a replay) is a no-op."""
+    user = int(check_user_id(user_id))
+    ops = [
+        CrmOperation(
+            call_key,
+            "finish",
+            OperationKind.FINISH_CALL,
+            {
+                "CALL_ID": call_id,
+                "USER_ID": user,
+                "DURATION": 0,
+                "STATUS_CODE": status_code,
+                "FAILED_REASON": reason,
+                "ADD_TO_CHAT": 0,
+            },
+        )
+    ]
+    if notice is not None:
+        ops.append(
+            CrmOperation(
+                call_key, "notify", OperationKind.NOTIFY, {"USER_ID": user, "MESSAGE": notice}
+            )
+        )
+    return ops
+
+
 class ClickCrm(Protocol):
     """What click-to-call and callback need from the CRM (Bitrix24 adapter in
     :mod:`callbridge.actions.bitrix24_port`)."""
@@ -223,6 +277,11 @@ _REASONS = {
 }
 
 
+#: The call id the tracker gives an Originate that failed before any channel existed
+#: (``CallTracker._channelless_failure``): this prefix, then the Originate's ActionID.
+CHANNELLESS_PREFIX = "originate-"
+
+
 @dataclass
 class _Pending:
     crm_call_id: str
@@ -230,6 +289,7 @@ class _Pending:
     at: float
     action_id: str = ""
     seen: bool = False
+    exten: str = ""
 
 
 @dataclass
@@ -246,12 +306,16 @@ class OriginateWatch:
 
     ttl: float = 600.0
     max_orphans: int = 256
+    max_sent: int = 4096
     _pending: dict[str, _Pending] = field(default_factory=dict)  # by ChannelId
     _by_action: dict[str, str] = field(default_factory=dict)  # ActionID → ChannelId
     _orphans: dict[str, AmiMessage] = field(default_factory=dict)  # ActionID → response
+    _sent: dict[str, None] = field(default_factory=dict)  # ActionIDs of ours, newest last
 
-    def expect(self, channel_id: str, crm_call_id: str, user_id: str, now: float) -> None:
-        self._pending[channel_id] = _Pending(crm_call_id, user_id, now)
+    def expect(
+        self, channel_id: str, crm_call_id: str, user_id: str, now: float, exten: str = ""
+    ) -> None:
+        self._pending[channel_id] = _Pending(crm_call_id, user_id, now, exten=exten)
 
     def bind(self, channel_id: str, action_id: str) -> OriginateFailure | None:
         pending = self._pending.get(channel_id)
@@ -259,6 +323,9 @@ class OriginateWatch:
             return None
         pending.action_id = action_id
         self._by_action[action_id] = channel_id
+        self._sent[action_id] = None
+        while len(self._sent) > self.max_sent:
+            del self._sent[next(iter(self._sent))]
         early = self._orphans.pop(action_id, None)
         return self.feed(early) if early is not None else None
 
@@ -269,6 +336,22 @@ class OriginateWatch:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def owns(self, started: CallStarted) -> bool:
+        """Whether a call the tracker made of a channel-less ``OriginateResponse`` failure
+        is one of our Originates. Those are finished (and the user told) by the action
+        through this watch; the engine must not register them as calls of their own."""
+        if not started.call_id.startswith(CHANNELLESS_PREFIX):
+            return False
+        action_id = started.call_id.removeprefix(CHANNELLESS_PREFIX)
+        if action_id in self._by_action or action_id in self._sent:
+            return True
+        # The response can be read before the action's own answer was bound to it (both
+        # in one read): an unbound Originate of ours to the very same Exten is this one.
+        number = started.external_number
+        return bool(number) and any(
+            not p.action_id and p.exten == number for p in self._pending.values()
+        )
 
     def _channel_of(self, uniqueid: str) -> str | None:
         if uniqueid in self._pending:

@@ -9,8 +9,11 @@ ready prefix of each call's queue, oldest calls first), prepares them, sends the
 - for a ``register``/``finish`` whose earlier answer was lost (timeout after sending,
   lease expired in a dead process), asking the CRM first (``find_call``) and not sending
   again when it already happened — a lost answer never makes a second call;
-- the CRM look-ups the rules asked for: the registration priority (one
-  ``entities_by_phone`` before ``register``) and the responsible user of a missed call.
+- the CRM look-ups the rules asked for: the registration priority (the entities of the
+  call's number before ``register``) and the responsible user of a missed call. With an
+  ``entity_lookup`` (the FastAGI phonebook) the entities come from there and cost no
+  REST request; without one, or when it cannot tell (``None``), one ``entities_by_phone``
+  per call asks the CRM.
 
 Time, randomness and sleeping are injected, so tests drive them.
 """
@@ -37,7 +40,7 @@ from callbridge.crm.base import (
 from callbridge.outbox.retry import RetryPolicy, next_attempt_at
 from callbridge.outbox.store import OutboxStore, StoredOp
 
-__all__ = ["SKIP_AFTER_FAILURE", "Dispatcher", "OutboxSettings"]
+__all__ = ["SKIP_AFTER_FAILURE", "Dispatcher", "EntityLookup", "OutboxSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,12 @@ def _always_active(_user_id: int) -> bool:
     return True
 
 
+#: The entities holding a phone number, as ``{"type", "id", "responsible"}`` dicts
+#: (``type`` lower-case: contact | company | lead), or ``None`` when the source cannot
+#: tell now (then the CRM is asked).
+EntityLookup = Callable[[str], Awaitable[list[dict[str, Any]] | None]]
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -87,6 +96,7 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         settings: OutboxSettings | None = None,
         is_active_user: Callable[[int], bool] = _always_active,
+        entity_lookup: EntityLookup | None = None,
     ) -> None:
         self._store = store
         self._crm = crm
@@ -95,6 +105,7 @@ class Dispatcher:
         self._sleep = sleep
         self._settings = settings or OutboxSettings()
         self._is_active_user = is_active_user
+        self._entity_lookup = entity_lookup
         self._wake = asyncio.Event()
         self._last_purge = float("-inf")
         store.listeners.append(self.wake)
@@ -338,10 +349,26 @@ class Dispatcher:
             if source is not None and "entities" in source.meta:
                 return list(source.meta["entities"])
         phone = str(op.meta.get("phone", ""))
-        found: list[CrmEntity] = await self._crm.entities_by_phone(phone) if phone else []
-        entities = [{"type": e.type, "id": e.id, "responsible": e.responsible_id} for e in found]
+        local = await self._local_entities(phone) if phone else []
+        if local is not None:
+            entities = local
+        else:
+            found: list[CrmEntity] = await self._crm.entities_by_phone(phone)
+            entities = [
+                {"type": e.type, "id": e.id, "responsible": e.responsible_id} for e in found
+            ]
         self._store.set_meta(op.id, {**op.meta, "entities": entities})
         return entities
+
+    async def _local_entities(self, phone: str) -> list[dict[str, Any]] | None:
+        if self._entity_lookup is None:
+            return None
+        try:
+            return await self._entity_lookup(phone)
+        except Exception:
+            # The phonebook is a shortcut: when it fails, the CRM still answers.
+            log.exception("phonebook look-up of %s failed; asking the CRM", phone)
+            return None
 
     async def _lookup(self, op: StoredOp) -> dict[str, Any] | None:
         entities = await self._entities(op)

@@ -276,7 +276,8 @@ class OutboxStore:
         an operation is taken only when every earlier operation of its call is finished or
         taken in this same claim. ``show`` operations of a call whose ``finish`` is already
         queued are skipped (the call is over; a card now would only flash), and so are its
-        ``hide`` operations when no ``show`` of it was ever done.
+        ``hide`` operations when no ``show`` of it was ever done (or possibly done: sent
+        with its answer lost).
         """
         taken: list[StoredOp] = []
         with self._tx():
@@ -319,8 +320,11 @@ class OutboxStore:
         return taken
 
     def _has_done_show(self, call_key: str) -> bool:
+        # A show whose answer was lost (timeout, dead process) may have reached the portal:
+        # its card may be on screen, so the hides must still go.
         row = self._conn.execute(
-            "SELECT 1 FROM outbox_ops WHERE call_key = ? AND kind = ? AND status = 'done'",
+            "SELECT 1 FROM outbox_ops WHERE call_key = ? AND kind = ? "
+            "AND (status = 'done' OR outcome_unknown = 1)",
             (call_key, OperationKind.SHOW_CALL.value),
         ).fetchone()
         return row is not None

@@ -29,6 +29,8 @@ def parse_hostport(value: str, flag: str) -> tuple[str, int]:
 async def _main(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, "--listen")
     control = parse_hostport(args.control, "--control") if args.control else None
+    agi_arg = getattr(args, "agi", None)
+    agi = parse_hostport(agi_arg, "--agi") if agi_arg else None
     sim = AsteriskSimulator(
         username=args.username,
         secret=args.secret,
@@ -38,6 +40,7 @@ async def _main(args: argparse.Namespace) -> int:
         rebase_time=args.rebase_time,
         calls_per_minute=args.calls_per_minute,
         seed=args.seed,
+        agi=agi,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,6 +48,12 @@ async def _main(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await sim.start(*listen)
     print(f"callbridge sim asterisk: AMI on {listen[0]}:{sim.port}", file=sys.stderr, flush=True)
+    if agi is not None:
+        print(
+            f"callbridge sim asterisk: FastAGI routing via agi://{agi[0]}:{agi[1]}",
+            file=sys.stderr,
+            flush=True,
+        )
     if control is not None:
         await sim.start_control(*control)
         print(

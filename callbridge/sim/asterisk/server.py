@@ -14,13 +14,22 @@ carrying its expected tracker result (``expected``).
 
 Faults (:meth:`AsteriskSimulator.set_faults`) and the HTTP control
 (:mod:`.control`) act on the live sessions.
+
+With ``agi=(host, port)`` inbound calls to the FastAGI-routed DIDs ask that FastAGI
+server (callbridge) where they go before they ring anyone, and ring what it chose — or
+``agi_fallback`` when it is down or slow (:mod:`.agi_route`); half of the generated
+ones keep the recorded caller number, a caller the emulated CRM knows. Each decision is
+kept in :attr:`AsteriskSimulator.agi_routes`. :meth:`AsteriskSimulator.play` adds a
+replay of a trace at the current position (tests, tools).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,7 @@ from typing import Any
 from callbridge.pbx.ami.framing import AmiMessage
 
 from . import actions as act
+from .agi_route import AgiRouter, RouteResult, is_routed
 from .clock import Clock, SystemClock
 from .rekey import IdAllocator, Rekey
 from .scenario import Scenario, default_mix_paths, is_mix_candidate, load_scenario
@@ -35,6 +45,11 @@ from .session import Session
 from .timeline import CallMix, ExpectedFn, Instance, Timeline
 
 __all__ = ["AsteriskSimulator", "FaultError"]
+
+log = logging.getLogger(__name__)
+
+#: Share of generated FastAGI-routed calls that keep the recorded (CRM-known) caller.
+KNOWN_CALLER_SHARE = 0.5
 
 #: Under ``asap``, how many messages a reading session may have queued before the
 #: timeline waits for it.
@@ -65,6 +80,8 @@ class AsteriskSimulator:
         expected_fn: ExpectedFn | None = None,
         backlog_limit: int = 200_000,
         expected_cap: int = 100_000,
+        agi: tuple[str, int] | None = None,
+        agi_fallback: str = "101",
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
@@ -78,6 +95,11 @@ class AsteriskSimulator:
         self.auth_fail_delay = auth_fail_delay
         self.backlog_limit = backlog_limit
         self._expected_cap = expected_cap
+        self.agi = agi
+        self._router = AgiRouter(agi, fallback_extension=agi_fallback) if agi else None
+        #: The FastAGI routing decisions made so far (newest last).
+        self.agi_routes: deque[RouteResult] = deque(maxlen=1000)
+        self._route_tasks: set[asyncio.Task[None]] = set()
         # Ids must differ between starts even with the same seed: the salt is random
         # unless a test pins it.
         self.salt = salt if salt is not None else random.SystemRandom().getrandbits(64)
@@ -96,7 +118,14 @@ class AsteriskSimulator:
                 from .truth import expected_calls
 
                 expected_fn = expected_calls
-            self._mix = CallMix(scenarios, calls_per_minute, seed=seed, expected_fn=expected_fn)
+            known = _known_caller_share if agi else None
+            self._mix = CallMix(
+                scenarios,
+                calls_per_minute,
+                seed=seed,
+                expected_fn=expected_fn,
+                known_caller=known,
+            )
         else:
             self._replay = [load_scenario(Path(p)) for p in traces]
         self._expected_fn = expected_fn
@@ -135,6 +164,10 @@ class AsteriskSimulator:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
+        for route_task in list(self._route_tasks):
+            route_task.cancel()
+        if self._route_tasks:
+            await asyncio.gather(*self._route_tasks, return_exceptions=True)
         # Cutting a session ends its tasks; cancelling the server's handler task instead
         # would make asyncio's stream callback log the CancelledError.
         for session in list(self.sessions):
@@ -220,18 +253,77 @@ class AsteriskSimulator:
         timeline = Timeline(
             IdAllocator(self.salt), self.clock.time(), expected_cap=self._expected_cap
         )
-        for scenario in self._replay:
-            shift = timeline.epoch - scenario.t0 if self.rebase_time else 0.0
-            rk = Rekey(timeline.ids, shift=shift, ref_time=scenario.t0)
-            expected: list[dict[str, Any]] = []
-            if self._expected_fn is not None and scenario.truth is not None:
-                raw = self._expected_fn(scenario.truth)
-                expected = [scenario.template.rekey_obj(c, rk) for c in raw]
-            timeline.add(Instance(scenario, rk, 0.0, expected=expected))
-        timeline.mix = self._mix
+        if self._router is not None:
+            timeline.gate_for = self._gate_for
+            timeline.on_gate = self._on_gate
         self.timeline = timeline
+        for scenario in self._replay:
+            self._add_replay(scenario, 0.0, rebase=self.rebase_time)
+        timeline.mix = self._mix
         self._t_start = self.clock.monotonic()
         self._runner = asyncio.create_task(self._run())
+
+    def _add_replay(self, scenario: Scenario, offset: float, *, rebase: bool) -> None:
+        timeline = self.timeline
+        assert timeline is not None
+        shift = timeline.epoch + offset - scenario.t0 if rebase else 0.0
+        rk = Rekey(timeline.ids, shift=shift, ref_time=scenario.t0)
+        expected: list[dict[str, Any]] = []
+        if self._expected_fn is not None and scenario.truth is not None:
+            raw = self._expected_fn(scenario.truth)
+            expected = [scenario.template.rekey_obj(c, rk) for c in raw]
+        timeline.add(Instance(scenario, rk, offset, expected=expected))
+
+    def play(self, trace: Path) -> None:
+        """Replay ``trace`` (re-keyed) from the current position, as one more call.
+
+        Needs a started timeline (a client logged in); raises :class:`TraceError` for a
+        file that is not a playable trace."""
+        if self.timeline is None:
+            raise RuntimeError("the timeline starts at the first Login; nothing plays yet")
+        # Always shifted to now, like an originated call: its times follow the timeline's.
+        self._add_replay(load_scenario(Path(trace)), self.position, rebase=True)
+        self.notify()
+
+    # -- FastAGI routing ------------------------------------------------------------
+
+    def _gate_for(self, instance: Instance) -> int | None:
+        if self._router is None or instance.kind == "originate":
+            return None
+        return self._router.gate(instance.scenario)
+
+    def _on_gate(self, instance: Instance) -> None:
+        task = asyncio.get_running_loop().create_task(self._route(instance))
+        self._route_tasks.add(task)
+        task.add_done_callback(self._route_tasks.discard)
+
+    async def _route(self, instance: Instance) -> None:
+        router, timeline = self._router, self.timeline
+        assert router is not None and timeline is not None and instance.gate is not None
+        try:
+            block = instance.scenario.template.render(instance.gate, instance.rekey)
+            result = await router.route(
+                block.get("CallerIDNum") or "",
+                block.get("Exten") or "",
+                block.get("Channel") or "",
+                block.get("Uniqueid") or "",
+            )
+            release = router.release(instance.scenario, block, result)
+        except Exception:
+            # A bug here must not hold the call forever: it plays as recorded.
+            log.exception("FastAGI routing of a simulated call failed; playing it as recorded")
+            timeline.release(instance)
+            self.notify()
+            return
+        if result.via == "fallback":
+            why = result.error or result.result or result.agi_status
+            log.info("FastAGI route for %s: fallback (%s)", result.caller, why)
+        instance.released_by = result
+        self.agi_routes.append(result)
+        timeline.release(
+            instance, release.extra, release.skip, release.transform, release.fix_expected
+        )
+        self.notify()
 
     @property
     def position(self) -> float:
@@ -396,7 +488,10 @@ class AsteriskSimulator:
             "played": tl.played if tl else 0,
             "active_instances": tl.active if tl else 0,
             "generated_calls": self._mix.spawned if self._mix else 0,
-            "finished": tl is not None and tl.next_time() is None,
+            "finished": tl is not None and tl.next_time() is None and not tl.held,
+            "agi": None if self.agi is None else f"{self.agi[0]}:{self.agi[1]}",
+            "agi_routes": [r.to_json() for r in list(self.agi_routes)[-20:]],
+            "waiting_for_agi": len(tl.held) if tl else 0,
             "asap": self.asap,
             "speed": self.speed,
             "split_writes": self.split_writes,
@@ -417,6 +512,10 @@ class AsteriskSimulator:
             ],
             "actions": len(self.actions),
         }
+
+
+def _known_caller_share(scenario: Scenario) -> float:
+    return KNOWN_CALLER_SHARE if is_routed(scenario) else 0.0
 
 
 def _seconds(spec: Mapping[str, Any], key: str) -> float:

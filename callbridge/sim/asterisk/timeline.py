@@ -7,6 +7,13 @@ relative times; the call mix (:class:`CallMix`) spawns a fresh copy of a random
 trace at Poisson arrival times; originated calls are added while playing. Only
 instances that are still playing are held, so memory stays bounded however long
 the mix runs (the expected results kept for ``GET /_sim/expected`` are capped).
+
+An instance may have a *gate*: the index of a message it cannot play before someone
+outside decides how the call goes on (a FastAGI route, :mod:`.agi_route`). At its
+gate the instance leaves the schedule for :attr:`Timeline.held` and ``on_gate`` is
+told; :meth:`Timeline.release` puts it back with the messages to play first, the
+recorded ones to drop and a rewrite of the rest. The rest of the timeline plays on
+meanwhile, as other channels do while one waits on ``AGI()``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class Instance:
         skip_events: frozenset[str] = frozenset(),
         expected: list[dict[str, Any]] | None = None,
         transform: Callable[[AmiMessage], AmiMessage | None] | None = None,
+        gate: int | None = None,
     ) -> None:
         self.scenario = scenario
         self.rekey = rekey
@@ -50,27 +58,74 @@ class Instance:
         self.kind = kind
         self.index = 0
         self.expected = expected or []
+        #: Index of the message this instance waits before (``None``: it never waits).
+        self.gate = gate
+        #: Whether the timeline has asked ``gate_for`` about this instance.
+        self.gate_checked = gate is not None
+        #: Whatever released the gate (e.g. the route), for views.
+        self.released_by: Any = None
         self._skip = skip_events
+        self._skip_index: frozenset[int] = frozenset()
         self._transform = transform
+        self._extra: deque[AmiMessage] = deque()
+        self._extra_time = 0.0
         self._skip_ahead()
 
     def _skip_ahead(self) -> None:
-        if not self._skip:
+        if not self._skip and not self._skip_index:
             return
         messages = self.scenario.template.messages
-        while self.index < len(messages) and messages[self.index][0][1] in self._skip:
+        while self.index < len(messages) and (
+            messages[self.index][0][1] in self._skip or self.index in self._skip_index
+        ):
             self.index += 1
 
     @property
+    def waiting(self) -> bool:
+        """At its gate: nothing more plays until :meth:`release`."""
+        return self.gate is not None and self.index >= self.gate and not self.done
+
+    def release(
+        self,
+        extra: Sequence[AmiMessage] = (),
+        skip: frozenset[int] = frozenset(),
+        transform: Callable[[AmiMessage], AmiMessage] | None = None,
+    ) -> None:
+        """Open the gate: ``extra`` plays first (at the gate's time), the messages at the
+        indices ``skip`` are dropped and every later message goes through ``transform``."""
+        if self.gate is not None and self.index < len(self.scenario.times):
+            self._extra_time = self.scenario.times[self.index]
+        self.gate = None
+        self._extra.extend(extra)
+        self._skip_index = skip
+        if transform is not None:
+            earlier = self._transform
+            if earlier is None:
+                self._transform = transform
+            else:
+                first = earlier
+
+                def both(msg: AmiMessage) -> AmiMessage | None:
+                    out = first(msg)
+                    return None if out is None else transform(out)
+
+                self._transform = both
+        self._skip_ahead()
+
+    @property
     def done(self) -> bool:
-        return self.index >= len(self.scenario.times)
+        return self.index >= len(self.scenario.times) and not self._extra
 
     def next_time(self) -> float | None:
+        if self._extra:
+            return self.offset + self._extra_time
         if self.done:
             return None
         return self.offset + self.scenario.times[self.index]
 
     def pop(self) -> AmiMessage | None:
+        if self._extra:
+            return self._extra.popleft()
         msg = self.scenario.template.render(self.index, self.rekey)
         self.index += 1
         self._skip_ahead()
@@ -95,6 +150,7 @@ class CallMix:
         *,
         seed: int,
         expected_fn: ExpectedFn | None,
+        known_caller: Callable[[Scenario], float] | None = None,
     ) -> None:
         if calls_per_minute <= 0:
             raise ValueError(f"calls_per_minute must be > 0, got {calls_per_minute!r}")
@@ -104,6 +160,9 @@ class CallMix:
         self.rate = calls_per_minute / 60.0
         self.rng = random.Random(seed)
         self.expected_fn = expected_fn
+        #: Per scenario, the share of its calls that keep the recorded caller number (a
+        #: caller the CRM knows, e.g. for FastAGI routing); the others get a random one.
+        self.known_caller = known_caller
         self.next_arrival = 0.0
         self.spawned = 0
 
@@ -111,7 +170,11 @@ class CallMix:
         """The call arriving at :attr:`next_arrival`; schedules the next arrival."""
         scenario = self.rng.choice(self.scenarios)
         at = self.next_arrival
-        numbers = {n: self._vary(n) for n in scenario.external_numbers}
+        share = self.known_caller(scenario) if self.known_caller is not None else 0.0
+        if share > 0 and self.rng.random() < share:
+            numbers: dict[str, str] = {}
+        else:
+            numbers = {n: self._vary(n) for n in scenario.external_numbers}
         rk = Rekey(ids, shift=epoch + at - scenario.t0, numbers=numbers, ref_time=scenario.t0)
         expected: list[dict[str, Any]] = []
         if self.expected_fn is not None and scenario.truth is not None:
@@ -151,17 +214,51 @@ class Timeline:
         self.channels = ChannelTable()
         self.expected: deque[ExpectedRecord] = deque(maxlen=expected_cap)
         self.mix: CallMix | None = None
+        #: Where an instance waits for an outside decision (``None``: nowhere).
+        self.gate_for: Callable[[Instance], int | None] | None = None
+        #: Told when an instance reaches its gate (it must later be released).
+        self.on_gate: Callable[[Instance], None] | None = None
+        #: Instances waiting at their gate, in arrival order.
+        self.held: list[Instance] = []
         self._heap: list[tuple[float, int, Instance]] = []
         self._seq = itertools.count()
 
     def add(self, instance: Instance) -> None:
+        if not instance.gate_checked:
+            instance.gate_checked = True
+            if self.gate_for is not None:
+                instance.gate = self.gate_for(instance)
+        if instance.waiting:
+            self.held.append(instance)
+            if self.on_gate is not None:
+                self.on_gate(instance)
+            return
         t = instance.next_time()
         if t is not None:
             heapq.heappush(self._heap, (t, next(self._seq), instance))
 
+    def release(
+        self,
+        instance: Instance,
+        extra: Sequence[AmiMessage] = (),
+        skip: frozenset[int] = frozenset(),
+        transform: Callable[[AmiMessage], AmiMessage] | None = None,
+        fix_expected: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Put a held instance back on the schedule (see :meth:`Instance.release`);
+        ``fix_expected`` rewrites its expected results (published or not)."""
+        self.held.remove(instance)
+        if fix_expected is not None:
+            instance.expected = [fix_expected(c) for c in instance.expected]
+            for record in self.expected:
+                if record.instance is instance:
+                    record.call = fix_expected(record.call)
+        instance.release(extra, skip, transform)
+        self.add(instance)
+
     @property
     def active(self) -> int:
-        return len(self._heap)
+        return len(self._heap) + len(self.held)
 
     def next_time(self) -> float | None:
         """Position of the next message, or ``None`` when nothing more is scheduled."""

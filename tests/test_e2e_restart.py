@@ -1,0 +1,200 @@
+"""``kill -9`` of callbridge under load, restarted on the same store: nothing lost, nothing
+doubled — including a kill inside the emulator's ``lost_answer`` fault (the portal applied
+requests whose answers never came back) and an expired OAuth token while calls flow.
+
+Three real processes (simulator, emulator, ``callbridge run``), real TCP and HTTP, a real
+SQLite store. The load is a finite set: every shared trace fit for the call mix, replayed
+twice (fresh ids each), all starting together, so the expected number of calls is known
+exactly. Kill moments are drawn from a seeded ``random.Random``, so a run repeats.
+Assertions read the emulator's per-call ``history``.
+
+The kills happen in real time while the calls ring, before the first of them ends (8 s
+into the traces): a call that *ends* while callbridge is down is never finished by the
+restarted process (it is not in the PBX's channel snapshot and the new tracker never
+knew it) — a known gap, reported to the lead, which the test keeps clear of and checks
+that it did.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callbridge.sim.asterisk.scenario import default_mix_paths
+from tests.e2e_support import (
+    CallbridgeProc,
+    EmulatorProc,
+    SimProc,
+    free_port,
+    idle,
+    landed_once,
+    start_callbridge,
+    start_emulator,
+    start_sim,
+    write_config,
+)
+from tests.waiting import until
+
+SEED = 20240607
+#: Token test: 4× real time (no kill there, so calls may end at any moment).
+SPEED = 4.0
+#: Timeline position (seconds) of the first call end after the trivial busy one.
+FIRST_END = 8.0
+#: Outbox timings short enough for a test; the lease outlives the HTTP timeout (3 s) so a
+#: live request is never retaken, and a dead process's work comes back within seconds.
+OUTBOX = {"lease": 3.5}
+
+
+def load_traces() -> list[Path]:
+    """The mix traces, twice. Not 08 (click-to-call): its ``CRM_CALL_ID`` names a call the
+    recording portal registered, which this emulator has never seen — its finish is
+    refused for good, by design, and it would never be registered here."""
+    traces = [p for p in default_mix_paths() if not p.name.startswith("08-")]
+    return traces * 2
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[EmulatorProc]:
+    emu = await start_emulator()
+    try:
+        yield emu
+    finally:
+        await emu.proc.stop()
+
+
+async def _registered(emu: EmulatorProc) -> int:
+    return len((await emu.state())["calls"])
+
+
+async def _stop_all(*procs: SimProc | CallbridgeProc | None) -> None:
+    for p in procs:
+        if p is not None:
+            await p.proc.stop()
+
+
+async def test_kill9_at_seeded_moments_and_inside_lost_answer(
+    emulator: EmulatorProc, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    traces = load_traces()
+    first_kill = rng.randint(3, 10)
+    lost_requests = rng.randint(1, 4)
+    sim = await start_sim(traces=traces, speed=1.0)
+    config = write_config(
+        tmp_path / "cb.toml",
+        ami_port=sim.ami_port,
+        portal=emulator.url,
+        store=tmp_path / "cb.sqlite3",
+        outbox=OUTBOX,
+    )
+    cb: CallbridgeProc | None = await start_callbridge(config)
+    try:
+        # 1. kill -9 after a seeded number of registered calls, restart on the same store.
+        await until(
+            lambda: _at_least(emulator, first_kill), f"{first_kill} calls registered", 30
+        )
+        await cb.proc.kill()
+        cb = await start_callbridge(config)
+
+        # 2. The portal applies requests but the answers are lost; kill -9 while in it.
+        before = (await emulator.state())["requests"]["total"]
+        await emulator.fault("lost_answer")
+
+        async def answers_lost() -> bool:
+            total: int = (await emulator.state())["requests"]["total"]
+            return total - before >= lost_requests
+
+        await until(answers_lost, f"{lost_requests} requests with lost answers", 30)
+        await cb.proc.kill()
+        await emulator.fault("none")
+        cb = await start_callbridge(config)
+        position = (await sim.status())["position"]
+        assert position < FIRST_END, (
+            f"restarts took until {position:.1f}s of the traces: calls ended while callbridge "
+            "was down, which this test must stay clear of (machine too slow?)"
+        )
+
+        async def played_out() -> bool:
+            return bool((await sim.status())["finished"])
+
+        await until(played_out, "the simulator played every trace", 60)
+        await idle(cb, 60)
+        state = await emulator.state()
+    finally:
+        await _stop_all(cb, sim)
+
+    calls = landed_once(state)
+    assert len(calls) == len(traces), sorted(calls)
+    assert first_kill < len(traces)
+
+
+async def _at_least(emu: EmulatorProc, n: int) -> bool:
+    return await _registered(emu) >= n
+
+
+async def test_token_expiry_under_load_in_application_mode(tmp_path: Path) -> None:
+    """Installed as a local application; the emulator's clock jumps past the access
+    token's lifetime while calls flow: callbridge refreshes it and every call lands once."""
+    ttl = 600.0
+    emulator = await start_emulator(token_ttl=ttl, webhook=None)
+    sim: SimProc | None = None
+    cb: CallbridgeProc | None = None
+    traces = load_traces()
+    rng = random.Random(SEED + 1)
+    jump_after = rng.randint(3, 12)
+    try:
+        # Nothing listens on the AMI port yet: the simulator starts once installed.
+        ami_port = free_port()
+        config = write_config(
+            tmp_path / "cb.toml",
+            ami_port=ami_port,
+            portal=emulator.url,
+            store=tmp_path / "cb.sqlite3",
+            webhook=False,
+            outbox=OUTBOX,
+        )
+        # The install must reach a running callbridge; it has no credentials yet (the
+        # portal makes them at install), so it is restarted with them on the same store.
+        cb = await start_callbridge(config)
+        app = await emulator.install(f"{cb.url}/bitrix24/install")
+        assert app["client_id"] and app["client_secret"], app
+        first = cb
+
+        async def set_up() -> bool:
+            portal = (await first.health())["portal"]
+            return bool(portal["installed"] and portal["setup"])
+
+        await until(set_up, "callbridge installed and its setup done", 30)
+        await cb.proc.stop()
+        env = {
+            "CALLBRIDGE_BITRIX24__CLIENT_ID": app["client_id"],
+            "CALLBRIDGE_BITRIX24__CLIENT_SECRET": app["client_secret"],
+        }
+        cb = await start_callbridge(config, env)
+        sim = await start_sim(ami_port=ami_port, traces=traces, speed=SPEED)
+
+        await until(
+            lambda: _at_least(emulator, jump_after), f"{jump_after} calls registered", 30
+        )
+        jumped_at = await emulator.clock(ttl + 60.0)
+
+        async def played_out() -> bool:
+            return bool((await sim.status())["finished"])
+
+        await until(played_out, "the simulator played every trace", 60)
+        await idle(cb, 60)
+        state = await emulator.state()
+        portal = (await cb.health())["portal"]
+    finally:
+        await _stop_all(cb, sim)
+        await emulator.proc.stop()
+
+    calls = landed_once(state)
+    assert len(calls) == len(traces), sorted(calls)
+    assert portal["auth"] == "ok", portal
+    # The jump happened while calls were still being registered after it.
+    late = [c for c in calls.values() if c["history"][0]["t"] >= jumped_at]
+    assert late, "no call was registered after the clock moved past the token's lifetime"
