@@ -206,3 +206,28 @@ def test_encode_action_refuses_cr_lf(bad: str) -> None:
         encode_action("Originate", {"CallerID": bad})
     with pytest.raises(ValueError, match="CR/LF"):
         encode_action("Originate", {"Variable": ["ok=1", bad]})
+
+
+@settings(derandomize=True, deadline=None, max_examples=300)
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.sampled_from(["Event", "Uniqueid", "uniqueid", "Variable", "X:Y", "", "Value"]),
+            st.sampled_from([": ", ":", ": : x"]),
+            st.text(alphabet="ab: \tЖ", max_size=6),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    key=st.sampled_from(["Event", "Uniqueid", "UNIQUEID", "Variable", "X", "Value", "Missing"]),
+)
+def test_lookup_before_split_answers_as_the_split_message(
+    lines: list[tuple[str, str, str]], key: str
+) -> None:
+    # A framed message answers ``get`` from its text until something splits it; both
+    # paths must give the same answer for every header, present, repeated or missing.
+    data = "".join(f"{k}{sep}{v}\r\n" for k, sep, v in lines).encode() + b"\r\n"
+    (lazy,) = AmiFramer(expect_banner=False).feed(data)
+    (split,) = AmiFramer(expect_banner=False).feed(data)
+    split.items()
+    assert lazy.get(key) == split.get(key)

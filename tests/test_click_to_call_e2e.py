@@ -19,18 +19,24 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from callbridge.actions.originate import ClickToCallSettings
+from callbridge.actions.originate import CHANNELLESS_PREFIX, ClickToCallSettings, OriginateWatch
 from callbridge.app import build_ami, build_services
+from callbridge.calls import CallEnded, CallResult, CallStarted, CallSummary, Direction
 from callbridge.config import Config, parse_config
+from callbridge.crm.base import CrmUser, OperationKind
+from callbridge.engine import Engine
 from callbridge.outbox.store import OutboxStore
+from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.pipeline import CallPipeline
+from callbridge.rules import RuleSettings, UserDirectory
 from callbridge.sim.asterisk.server import AsteriskSimulator
 from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
 from callbridge.web.app import create_app
@@ -39,6 +45,7 @@ from tests.test_web_install import AMI_SECRET, AMI_USER, LINE, Stack
 from tests.waiting import until
 
 NUMBER = "74957770000"
+T0 = 1_795_000_000.0
 PREFIX = "9"
 #: Seeded portal users: Ivan (1) has extension 101, Olga (2) 102; the admin (9) none.
 IVAN, OLGA, ADMIN = 1, 2, 9
@@ -161,6 +168,7 @@ async def click(s: Stack, user_id: int, phone: str) -> str:
 
 def call_of(state: dict[str, Any], call_id: str) -> dict[str, Any]:
     [call] = [c for c in state["calls"] if c["CALL_ID"] == call_id]
+    assert isinstance(call, dict)
     return call
 
 
@@ -170,6 +178,7 @@ def methods(call: dict[str, Any]) -> list[str]:
 
 def statistic_of(state: dict[str, Any], call_id: str) -> dict[str, Any]:
     [record] = [r for r in state["statistics"] if r["CALL_ID"] == call_id]
+    assert isinstance(record, dict)
     return record
 
 
@@ -304,6 +313,105 @@ async def test_a_website_callback_is_registered_placed_and_finished(
     assert bool(record["CALL_FAILED_REASON"]) is (outcome != "answered")
 
 
+# -- the pieces that make the loop close (pure) ----------------------------------------------
+
+
+def _failure(action_id: str, exten: str = PREFIX + NUMBER) -> CallStarted:
+    """What the tracker makes of an OriginateResponse failure no channel belongs to."""
+    return CallStarted(
+        CHANNELLESS_PREFIX + action_id, T0, Direction.OUTBOUND, exten, None, None, {}
+    )
+
+
+def test_the_watch_knows_its_own_channelless_failures() -> None:
+    watch = OriginateWatch()
+    watch.expect("cb-c2c-x-1", "externalCall.a.1", "1", T0, PREFIX + NUMBER)
+    # Read before the action's answer was bound: recognised by its Exten.
+    assert watch.owns(_failure("cb-1-aa-7"))
+    assert not watch.owns(_failure("other-tool-3", exten="74950000000"))
+    assert watch.bind("cb-c2c-x-1", "cb-1-aa-7") is None
+    response = AmiMessage(
+        [
+            ("Event", "OriginateResponse"),
+            ("ActionID", "cb-1-aa-7"),
+            ("Response", "Failure"),
+            ("Reason", "0"),
+            ("Uniqueid", "<unknown>"),
+        ]
+    )
+    failure = watch.feed(response)
+    assert failure is not None and failure.crm_call_id == "externalCall.a.1"
+    # Still ours after the watch dealt with it (the engine may see it later).
+    assert watch.owns(_failure("cb-1-aa-7"))
+    assert not watch.owns(_failure("other-tool-3"))  # nothing of ours is pending now
+    ringing = CallStarted("cb-c2c-x-1", T0, Direction.OUTBOUND, NUMBER, None, "101", {})
+    assert not watch.owns(ringing)  # a call with channels is the tracker's and the engine's
+
+
+def _engine(tmp_path: Path, settings: RuleSettings, own: OriginateWatch) -> Engine:
+    store = OutboxStore.open(tmp_path / "engine.sqlite3", lambda: T0)
+    users = [CrmUser(1, "Ivan Petrov", "101", None, True)]
+    engine = Engine(settings, store, UserDirectory.from_users(users))
+    engine.set_own_originates(own.owns)
+    return engine
+
+
+def _ended(started: CallStarted, result: CallResult, cause: int | None) -> CallEnded:
+    return CallEnded(
+        started.call_id,
+        T0 + 5,
+        CallSummary(
+            linkedid=started.call_id,
+            direction=started.direction,
+            external_number=started.external_number,
+            did=None,
+            operator=started.operator,
+            rang=[],
+            answered=False,
+            answered_by=None,
+            answered_on=None,
+            final_operator=None,
+            result=result,
+            transfers=[],
+            start=T0,
+            answer=None,
+            end=T0 + 5,
+            recordings=[],
+            hangup_cause=cause,
+            tags=dict(started.tags),
+        ),
+    )
+
+
+def test_a_tagged_call_the_rules_would_skip_is_still_finished(tmp_path: Path) -> None:
+    # Ivan's extension is an exception and the number unknown: the rules skip such a call,
+    # but the portal registered this one and its card must close.
+    settings = replace(RuleSettings(), exception_extensions=frozenset({"101"}))
+    engine = _engine(tmp_path, settings, OriginateWatch())
+    tags = {settings.crm_call_id_tag: "externalCall.b.2"}
+    started = CallStarted("c9", T0, Direction.OUTBOUND, None, None, "101", tags)
+    engine.handle(started)
+    entries = engine.handle(_ended(started, CallResult.FAILED, 17))
+    [finish] = [e.op for e in entries if e.op.kind is OperationKind.FINISH_CALL]
+    assert finish.params["CALL_ID"] == "externalCall.b.2"
+    assert finish.params["STATUS_CODE"] == "486"
+    assert [e.op.kind for e in entries].count(OperationKind.REGISTER_CALL) == 0
+
+
+def test_our_channelless_failure_is_not_registered_a_strangers_is(tmp_path: Path) -> None:
+    watch = OriginateWatch()
+    watch.expect("cb-c2c-x-2", "externalCall.c.3", "1", T0, PREFIX + NUMBER)
+    watch.bind("cb-c2c-x-2", "cb-1-aa-8")
+    engine = _engine(tmp_path, RuleSettings(), watch)
+    ours = _failure("cb-1-aa-8")
+    assert engine.handle(ours) == []
+    assert engine.handle(_ended(ours, CallResult.FAILED, None)) == []
+    stranger = _failure("fop2-17", exten="74950000000")
+    engine.handle(stranger)
+    kinds = [e.op.kind for e in engine.handle(_ended(stranger, CallResult.FAILED, None))]
+    assert OperationKind.FINISH_CALL in kinds  # an outbound attempt like any other
+
+
 # -- refusals go through the durable outbox -------------------------------------------------
 
 
@@ -378,11 +486,7 @@ async def test_a_refusal_survives_a_restart_while_the_portal_is_down(
         await first.install()
         await portal_fault(first, "down")
         call_id = await click(first, IVAN, "7495|7770000")
-        await until(
-            lambda: (op := outbox_of(first).find(f"click:{call_id}", "finish")) is not None
-            and op.attempts >= 1,
-            "the refusal tried once",
-        )
+        await until(tried(outbox_of(first), f"click:{call_id}"), "the refusal tried once")
     # callbridge is gone; the portal comes back; a new callbridge on the same store.
     async for second in _serve(sim, emulator, portal, db):
         await portal_fault(second, "none")
@@ -392,6 +496,14 @@ async def test_a_refusal_survives_a_restart_while_the_portal_is_down(
         assert call["STATUS_CODE"] == "404"
         assert len(notes_to(state, IVAN)) == 1
         assert second.originates() == []
+
+
+def tried(outbox: OutboxStore, call_key: str) -> Callable[[], bool]:
+    def check() -> bool:
+        op = outbox.find(call_key, "finish")
+        return op is not None and op.attempts >= 1
+
+    return check
 
 
 # -- the demo: the emulator page's click form -----------------------------------------------

@@ -89,6 +89,16 @@ class AmiMessage:
         return cls(pairs)
 
     def get(self, key: str, default: str | None = None) -> str | None:
+        raw = self._raw
+        if raw is not None:
+            # Not split yet: look the one header up in the text (C-speed ``find``), so a
+            # consumer reading two headers of a noise event never pays for all twenty.
+            value = _find_header(raw, key)
+            if value is not None:
+                return value
+            if key.lower() not in raw.lower():
+                return default
+            # Present in another spelling: the exact rules below decide.
         pairs, first = self._split()
         value = first.get(key)
         if value is not None:
@@ -162,6 +172,28 @@ class AmiMessage:
     def __repr__(self) -> str:
         head = self.event or self.response or "?"
         return f"<AmiMessage {head} {len(self._split()[0])} headers>"
+
+
+def _find_header(raw: str, key: str) -> str | None:
+    """The first value of header ``key`` (exact spelling) in an unsplit message, if any.
+
+    Same answer as splitting: a line's key is everything before its first colon, and one
+    space after the colon is dropped.
+    """
+    if ":" in key or "\r" in key or "\n" in key:
+        return None
+    head = key + ":"
+    if raw.startswith(head):
+        start = len(head)
+    else:
+        at = raw.find("\r\n" + head)
+        if at < 0:
+            return None
+        start = at + 2 + len(head)
+    if raw.startswith(" ", start):
+        start += 1
+    end = raw.find("\r\n", start)
+    return raw[start:] if end < 0 else raw[start:end]
 
 
 def _split_line(line: str) -> tuple[str, str]:
