@@ -412,7 +412,7 @@ def build_services(
         callback = Callback(settings, ami, click_crm, clock, variable, watch, outbox=outbox)
         if pipeline is not None:
             # A failed Originate of ours without any channel is the watch's to finish.
-            pass  # TEMP
+            pipeline.engine.set_own_originates(watch.owns)
         registry.register("ONEXTERNALCALLSTART", click.handle)
         registry.register("ONEXTERNALCALLBACKSTART", callback.handle)
         if ami_component is not None:

@@ -318,6 +318,7 @@ def write_config(
     rules: Mapping[str, Any] | None = None,
     rate: float = 50.0,
     burst: int = 100,
+    timeout: float = 3.0,
 ) -> Path:
     """A TOML config for ``callbridge run`` with timings shortened for tests.
 
@@ -353,7 +354,7 @@ connect_timeout = 2.0
 {b24}
 rate = {rate}
 burst = {burst}
-timeout = 3.0
+timeout = {timeout}
 
 [rules]
 {_toml_table(rl)}
