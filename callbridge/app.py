@@ -233,8 +233,9 @@ def phonebook_entities(book: Phonebook, budget: float = PHONEBOOK_REGISTER_BUDGE
 
 def _routing(
     config: Config, conn: sqlite3.Connection, client: Bitrix24Client
-) -> tuple[Phonebook, list[Component], Probe]:
-    """The FastAGI server and the phonebook behind it, as components, and their probe."""
+) -> tuple[Phonebook, list[Component], Probe, Callable[[], None]]:
+    """The FastAGI server and the phonebook behind it, as components, their probe, and
+    a call that syncs the phonebook now (after an install brought credentials)."""
     settings = routing_settings_from_config(config)
     book = Phonebook(
         PhonebookStore(conn),
@@ -266,6 +267,16 @@ def _routing(
                 await task
         sync_task.clear()
 
+    def sync_now() -> None:
+        # The loop syncs first thing: restart it rather than wait out ``freshness``
+        # (before the install the portal refused us, and known callers would fall back).
+        if not sync_task or stop.is_set():
+            return
+        for task in sync_task:
+            task.cancel()
+        sync_task.clear()
+        sync_task.append(asyncio.create_task(book.run(stop), name="phonebook-sync"))
+
     def check() -> ProbeResult:
         st = server.stats
         try:
@@ -287,7 +298,7 @@ def _routing(
         FunctionComponent("fastagi", server.start, server.close),
         FunctionComponent("phonebook-sync", start_sync, stop_sync),
     ]
-    return book, parts, Probe("fastagi", check)
+    return book, parts, Probe("fastagi", check), sync_now
 
 
 def _outbox_probe(pipeline: CallPipeline, clock: Clock) -> Probe:
@@ -377,8 +388,9 @@ def build_services(
     routing: tuple[list[Component], Probe] | None = None
     if config.agi:
         # FastAGI routing: its phonebook is kept fresh by CRM events and a periodic sync.
-        phonebook, routing_parts, agi_probe = _routing(config, conn, client)
+        phonebook, routing_parts, agi_probe, sync_now = _routing(config, conn, client)
         routing = (routing_parts, agi_probe)
+        installer.on_installed.append(sync_now)
     if isinstance(ami, AmiClient):
         # The call path: tracker → engine → outbox → the same client (one rate budget).
         # With a phonebook, the registration priority reads it instead of the CRM.

@@ -2,8 +2,9 @@
 
 The probes are a list of async check functions (:data:`CHECKS`), each returning its
 findings; one line is printed per finding (``OK`` / ``PROBLEM`` / ``SKIP``) and the exit
-code is non-zero when any finding is a problem. Later issues append their checks
-(the portal, the store) to the list.
+code is non-zero when any finding is a problem. The checks cover AMI (login, write
+permissions, event timestamps) and the portal (auth and token state, scopes, users
+without an internal number).
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from callbridge.config import Config, ConfigError, load_config
+from callbridge.crm.base import CrmError
+from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.pbx.ami.client import AmiClient, AmiError
 from callbridge.pbx.ami.framing import AmiMessage
+from callbridge.store.db import connect
+from callbridge.store.tokens import TokenStore
 
 __all__ = [
+    "AMI_CHECKS",
     "CHECKS",
+    "PORTAL_CHECKS",
     "REQUIRED_AMI_ACTIONS",
     "CheckContext",
     "Finding",
@@ -31,6 +38,9 @@ __all__ = [
     "check_ami_login",
     "check_ami_permissions",
     "check_event_timestamps",
+    "check_portal_auth",
+    "check_portal_scopes",
+    "check_portal_users",
     "run",
     "run_checks",
 ]
@@ -58,6 +68,7 @@ class Status(enum.Enum):
     OK = "OK"
     PROBLEM = "PROBLEM"
     SKIP = "SKIP"
+    NOTE = "NOTE"  # worth knowing, not a failure
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,9 @@ class CheckContext:
     #: Built by check_ami_login; a parameter so tests can give their own timings.
     make_ami: Callable[[Config], AmiClient] | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    #: The Bitrix24 adapter, built by the first portal check (tests may give one).
+    portal: Bitrix24Crm | None = None
+    closers: list[Callable[[], object]] = field(default_factory=list)
 
 
 Check = Callable[[CheckContext], Awaitable[list[Finding]]]
@@ -200,8 +214,110 @@ async def check_event_timestamps(ctx: CheckContext) -> list[Finding]:
     return [Finding(Status.OK, "AMI event timestamps: events carry Timestamp")]
 
 
-#: The checks, in order; later issues append theirs.
-CHECKS: list[Check] = [check_ami_login, check_ami_permissions, check_event_timestamps]
+#: Scopes callbridge uses (reference §2.3); ``basic`` is implicit.
+REQUIRED_SCOPES = ("telephony", "crm", "user", "im", "task")
+
+
+def _portal(ctx: CheckContext) -> Bitrix24Crm | None:
+    crm = ctx.portal
+    if crm is None and (ctx.config.bitrix24.webhook_url or ctx.config.bitrix24.client_id):
+        conn = connect(ctx.config.store.path)
+        ctx.closers.append(conn.close)
+        crm = ctx.portal = Bitrix24Crm.from_config(ctx.config.bitrix24, TokenStore(conn))
+    return crm
+
+
+async def check_portal_auth(ctx: CheckContext) -> list[Finding]:
+    """The portal accepts callbridge: webhook valid, or application installed and its
+    tokens not refused (an app removed or unused for 180 days stops here)."""
+    b24 = ctx.config.bitrix24
+    crm = _portal(ctx)
+    if crm is None:
+        return [
+            Finding(
+                Status.PROBLEM,
+                "Bitrix24: neither [bitrix24] webhook_url nor client_id is set",
+            )
+        ]
+    mode = "incoming webhook" if b24.webhook_url else "local application"
+    state = crm.auth_state
+    if state.status == "refresh_failed":
+        return [
+            Finding(
+                Status.PROBLEM,
+                f"Bitrix24 {mode}: the portal refused the refresh token ({state.reason}); "
+                "nothing is sent until the application is installed again (queued "
+                "operations are kept)",
+            )
+        ]
+    if state.status == "not_installed":
+        return [
+            Finding(
+                Status.PROBLEM,
+                f"Bitrix24 {mode}: not installed yet (no ONAPPINSTALL received); install "
+                "the local application with its handler at <public_url>/bitrix24/install",
+            )
+        ]
+    try:
+        answer = await crm.client.call("scope")
+    except CrmError as exc:
+        return [Finding(Status.PROBLEM, f"Bitrix24 {mode}: the portal refused: {exc}")]
+    scopes = {str(s).lower() for s in (answer.result or [])}
+    ctx.notes["scopes"] = ",".join(sorted(scopes))
+    return [Finding(Status.OK, f"Bitrix24 {mode}: the portal accepts callbridge")]
+
+
+async def check_portal_scopes(ctx: CheckContext) -> list[Finding]:
+    if "scopes" not in ctx.notes:
+        return [Finding(Status.SKIP, "Bitrix24 scopes: the portal was not reached")]
+    have = set(ctx.notes["scopes"].split(","))
+    missing = [s for s in REQUIRED_SCOPES if s not in have]
+    if missing:
+        return [
+            Finding(
+                Status.PROBLEM,
+                f"Bitrix24 scopes: missing {', '.join(missing)} (give the application or "
+                "webhook these permissions)",
+            )
+        ]
+    return [Finding(Status.OK, f"Bitrix24 scopes: {', '.join(REQUIRED_SCOPES)}")]
+
+
+async def check_portal_users(ctx: CheckContext) -> list[Finding]:
+    """Active users without an internal number: their calls go to the default user."""
+    crm = ctx.portal
+    if crm is None or "scopes" not in ctx.notes:
+        return [Finding(Status.SKIP, "Bitrix24 users: the portal was not reached")]
+    try:
+        users = await crm.users()
+    except CrmError as exc:
+        return [Finding(Status.PROBLEM, f"Bitrix24 users: user.get failed: {exc}")]
+    active = [u for u in users if u.active]
+    without = [f"{u.name} (id {u.id})" for u in active if not u.extension]
+    findings = [Finding(Status.OK, f"Bitrix24 users: {len(active)} active")]
+    if without:
+        findings.append(
+            Finding(
+                Status.NOTE,
+                f"Bitrix24 users without an internal number (UF_PHONE_INNER): "
+                f"{', '.join(without[:20])}{' …' if len(without) > 20 else ''}",
+            )
+        )
+    default = ctx.config.rules.default_user_id
+    if not any(u.id == default for u in active):
+        findings.append(
+            Finding(
+                Status.PROBLEM,
+                f"[rules] default_user_id = {default}: no active Bitrix24 user has this id",
+            )
+        )
+    return findings
+
+
+AMI_CHECKS: list[Check] = [check_ami_login, check_ami_permissions, check_event_timestamps]
+PORTAL_CHECKS: list[Check] = [check_portal_auth, check_portal_scopes, check_portal_users]
+#: The checks, in order.
+CHECKS: list[Check] = [*AMI_CHECKS, *PORTAL_CHECKS]
 
 
 async def run_checks(
@@ -218,6 +334,10 @@ async def run_checks(
         if ctx.ami is not None:
             with contextlib.suppress(AmiError):
                 await ctx.ami.close()
+        if ctx.portal is not None:
+            await ctx.portal.close()
+        for close in ctx.closers:
+            close()
     return findings
 
 

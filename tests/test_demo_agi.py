@@ -76,7 +76,8 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     d.sim.asap = True
     book = d.services.extras["phonebook"]
     assert isinstance(book, Phonebook)
-    await book.full_sync()  # `callbridge phonebook sync`, now that the app is installed
+    # The install brought credentials: callbridge syncs its phonebook at once.
+    await until(lambda: book.user(2) is not None, "the phonebook synced after the install", WITHIN)
     try:
         yield d
     finally:
