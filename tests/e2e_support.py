@@ -183,7 +183,9 @@ class EmulatorProc:
         await post_json(f"{self.url}/_emulator/faults", body)
 
     async def install(self, handler: str) -> dict[str, Any]:
-        data: dict[str, Any] = await post_json(f"{self.url}/_emulator/install", {"handler": handler})
+        data: dict[str, Any] = await post_json(
+            f"{self.url}/_emulator/install", {"handler": handler}
+        )
         return data
 
     async def clock(self, offset_seconds: float) -> float:

@@ -106,11 +106,15 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
     )
     cb: CallbridgeProc | None = await start_callbridge(config)
     try:
-        # 1. After a seeded number of registered calls the portal starts applying requests
-        #    and losing the answers; kill -9 once some were lost, restart on the same store.
-        await until(
-            lambda: _at_least(emulator, first_kill), f"{first_kill} calls registered", 30
-        )
+        # 1. kill -9 after a seeded number of registered calls, restart on the same store.
+        await until(lambda: _at_least(emulator, first_kill), f"{first_kill} calls registered", 30)
+        await cb.proc.kill()
+        cb = await start_callbridge(config)
+
+        # 2. A seeded number of registrations later the portal starts applying requests
+        #    and losing the answers; kill -9 once some were lost, restart.
+        target = min(len(traces) - 1, await _registered(emulator) + second_kill_after)
+        await until(lambda: _at_least(emulator, target), f"{target} calls registered", 30)
         before = (await emulator.state())["requests"]["total"]
         await emulator.fault("lost_answer")
 
@@ -121,12 +125,6 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
         await until(answers_lost, f"{lost_requests} requests with lost answers", 30)
         await cb.proc.kill()
         await emulator.fault("none")
-        cb = await start_callbridge(config)
-
-        # 2. kill -9 again a seeded number of registrations later, under normal load.
-        target = min(len(traces) - 1, await _registered(emulator) + second_kill_after)
-        await until(lambda: _at_least(emulator, target), f"{target} calls registered", 30)
-        await cb.proc.kill()
         cb = await start_callbridge(config)
         position = (await sim.status())["position"]
         print(f"POS {position:.2f}")
@@ -194,9 +192,7 @@ async def test_token_expiry_under_load_in_application_mode(tmp_path: Path) -> No
         cb = await start_callbridge(config, env)
         sim = await start_sim(ami_port=ami_port, traces=traces, speed=SPEED)
 
-        await until(
-            lambda: _at_least(emulator, jump_after), f"{jump_after} calls registered", 30
-        )
+        await until(lambda: _at_least(emulator, jump_after), f"{jump_after} calls registered", 30)
         jumped_at = await emulator.clock(ttl + 60.0)
 
         async def played_out() -> bool:

@@ -28,6 +28,7 @@ from callbridge.store.tokens import TokenStore
 from callbridge.web.app import EVENTS_PATH, INSTALL_PATH, Services, create_app
 from callbridge.web.install import EVENTS_TO_BIND
 from callbridge.web.serve import RunningServer, bind_socket, start_server
+from tests.waiting import until
 
 LINE = "74957654321"
 AMI_USER, AMI_SECRET = "callbridge", "s3cret"
@@ -65,6 +66,10 @@ class Stack:
         """Every event the portal sent has been answered and handled."""
         await self.emulator.emulator.deliverer.wait_idle()
         await self.services.dispatcher.idle()
+        # Refusals reach the portal through the durable outbox, a moment later.
+        pipeline = self.services.extras.get("pipeline")
+        if pipeline is not None:
+            await until(lambda: pipeline.outbox.depth() == 0, "the outbox drained")
 
     def originates(self) -> list[Any]:
         return [a for a in self.sim.actions if (a.get("Action") or "").lower() == "originate"]
