@@ -39,8 +39,8 @@ from callbridge.outbox.store import OutboxStore
 from callbridge.pbx.agi import AgiServer
 from callbridge.pbx.ami.client import AmiClient
 from callbridge.pbx.ami.framing import AmiMessage
-from callbridge.pipeline import CallPipeline, build_pipeline
-from callbridge.routing.phonebook import LookupState, Phonebook
+from callbridge.pipeline import CallPipeline, ami_client, build_pipeline
+from callbridge.routing.phonebook import CrmChangeQueue, LookupState, Phonebook
 from callbridge.routing.scripts import RoutingScripts
 from callbridge.routing.settings import settings_from_config as routing_settings_from_config
 from callbridge.routing.source import Bitrix24PhonebookSource
@@ -203,11 +203,21 @@ CRM_PHONEBOOK_EVENTS = tuple(
 )
 
 
-def _phonebook_handler(book: Phonebook) -> Callable[[BitrixEvent], Awaitable[None]]:
+def _phonebook_handler(changes: CrmChangeQueue) -> Callable[[BitrixEvent], Awaitable[None]]:
     async def handle(event: BitrixEvent) -> None:
-        await book.apply_crm_event(event.name, event.data)
+        # Queued: a burst of CRM changes is re-read with one request per entity type.
+        changes.submit(event.name, event.data)
 
     return handle
+
+
+@dataclass
+class _RoutingParts:
+    book: Phonebook
+    changes: CrmChangeQueue
+    components: list[Component]
+    probe: Probe
+    sync_now: Callable[[], None]
 
 
 #: How long the registration priority waits for the phonebook to ask the CRM about a
@@ -231,9 +241,7 @@ def phonebook_entities(book: Phonebook, budget: float = PHONEBOOK_REGISTER_BUDGE
     return lookup
 
 
-def _routing(
-    config: Config, conn: sqlite3.Connection, client: Bitrix24Client
-) -> tuple[Phonebook, list[Component], Probe, Callable[[], None]]:
+def _routing(config: Config, conn: sqlite3.Connection, client: Bitrix24Client) -> _RoutingParts:
     """The FastAGI server and the phonebook behind it, as components, their probe, and
     a call that syncs the phonebook now (after an install brought credentials)."""
     settings = routing_settings_from_config(config)
@@ -254,18 +262,22 @@ def _routing(
     )
     stop = asyncio.Event()
     sync_task: list[asyncio.Task[None]] = []
+    changes = CrmChangeQueue(book)
+    change_task: list[asyncio.Task[None]] = []
 
     async def start_sync() -> None:
         stop.clear()
         sync_task.append(asyncio.create_task(book.run(stop), name="phonebook-sync"))
+        change_task.append(asyncio.create_task(changes.run(stop), name="phonebook-events"))
 
     async def stop_sync() -> None:
         stop.set()
-        for task in sync_task:
+        for task in [*sync_task, *change_task]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sync_task.clear()
+        change_task.clear()
 
     def sync_now() -> None:
         # The loop syncs first thing: restart it rather than wait out ``freshness``
@@ -298,7 +310,7 @@ def _routing(
         FunctionComponent("fastagi", server.start, server.close),
         FunctionComponent("phonebook-sync", start_sync, stop_sync),
     ]
-    return book, parts, Probe("fastagi", check), sync_now
+    return _RoutingParts(book, changes, parts, Probe("fastagi", check), sync_now)
 
 
 def _outbox_probe(pipeline: CallPipeline, clock: Clock) -> Probe:
@@ -385,12 +397,12 @@ def build_services(
     pipeline: CallPipeline | None = None
     consumers: list[AmiConsumer] = []
     phonebook: Phonebook | None = None
-    routing: tuple[list[Component], Probe] | None = None
+    routing: _RoutingParts | None = None
     if config.agi:
         # FastAGI routing: its phonebook is kept fresh by CRM events and a periodic sync.
-        phonebook, routing_parts, agi_probe, sync_now = _routing(config, conn, client)
-        routing = (routing_parts, agi_probe)
-        installer.on_installed.append(sync_now)
+        routing = _routing(config, conn, client)
+        phonebook = routing.book
+        installer.on_installed.append(routing.sync_now)
     if isinstance(ami, AmiClient):
         # The call path: tracker → engine → outbox → the same client (one rate budget).
         # With a phonebook, the registration priority reads it instead of the CRM.
@@ -407,11 +419,11 @@ def build_services(
         consumers.append(pipeline.on_ami_item)
         probes.append(_outbox_probe(pipeline, clock))
         installer.on_installed.append(pipeline.reload_users)
-    if phonebook is not None and routing is not None:
+    if routing is not None:
         for name in CRM_PHONEBOOK_EVENTS:
-            registry.register(name, _phonebook_handler(phonebook))
-        components.extend(routing[0])
-        probes.append(routing[1])
+            registry.register(name, _phonebook_handler(routing.changes))
+        components.extend(routing.components)
+        probes.append(routing.probe)
     click: ClickToCall | None = None
     callback: Callback | None = None
     if ami is not None:
@@ -504,19 +516,7 @@ def click_settings(config: Config) -> ClickToCallSettings:
 
 def build_ami(config: Config) -> tuple[AmiClient, Component]:
     """The long-running AMI client from ``[ami]`` and the component owning its lifetime."""
-    ami = config.ami
-    client = AmiClient(
-        ami.host,
-        ami.port,
-        ami.username,
-        ami.secret,
-        events=ami.events,
-        connect_timeout=ami.connect_timeout,
-        ping_interval=ami.ping_interval,
-        ping_timeout=ami.ping_timeout,
-        reconnect_min=ami.reconnect_min,
-        reconnect_max=ami.reconnect_max,
-    )
+    client = ami_client(config)
     return client, FunctionComponent("ami", client.start, client.close)
 
 

@@ -43,7 +43,7 @@ from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.pbx.tracker.tracker import CallTracker
 from callbridge.rules import UserDirectory, settings_from_config, unmapped_extensions
 
-__all__ = ["CallPipeline", "PipelineStats", "build_pipeline", "outbox_settings"]
+__all__ = ["CallPipeline", "PipelineStats", "ami_client", "build_pipeline", "outbox_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,10 @@ class CallPipeline:
                     self._note_extension(event.operator)
             elif isinstance(event, CallEnded):
                 self.stats.calls_ended += 1
-                for ext in event.summary.rang:
-                    self._note_extension(ext)
+                # Only extensions: ``rang`` also holds dialled and forward numbers.
+                for ext in (event.summary.answered_by, event.summary.final_operator):
+                    if ext:
+                        self._note_extension(ext)
             self.engine.handle(event)
 
     def _note_extension(self, extension: str) -> None:
@@ -285,6 +287,30 @@ class CallPipeline:
             await self.stop()
 
 
+def ami_client(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    rand: Callable[[], float] = random.random,
+) -> AmiClient:
+    """The long-running AMI client of ``[ami]`` (reconnects, keep-alive)."""
+    ami = config.ami
+    return AmiClient(
+        ami.host,
+        ami.port,
+        ami.username,
+        ami.secret,
+        events=ami.events,
+        connect_timeout=ami.connect_timeout,
+        ping_interval=ami.ping_interval,
+        ping_timeout=ami.ping_timeout,
+        reconnect_min=ami.reconnect_min,
+        reconnect_max=ami.reconnect_max,
+        clock=clock,
+        rand=rand,
+    )
+
+
 def build_pipeline(
     config: Config,
     crm: CrmPort,
@@ -303,21 +329,7 @@ def build_pipeline(
         settings_from_config(config.rules),
         crm_call_id_tag=config.pbx.crm_call_id_variable.lstrip("_"),
     )
-    ami_cfg = config.ami
-    ami = ami or AmiClient(
-        ami_cfg.host,
-        ami_cfg.port,
-        ami_cfg.username,
-        ami_cfg.secret,
-        events=ami_cfg.events,
-        connect_timeout=ami_cfg.connect_timeout,
-        ping_interval=ami_cfg.ping_interval,
-        ping_timeout=ami_cfg.ping_timeout,
-        reconnect_min=ami_cfg.reconnect_min,
-        reconnect_max=ami_cfg.reconnect_max,
-        clock=clock,
-        rand=rand,
-    )
+    ami = ami or ami_client(config, clock=clock, rand=rand)
     engine = Engine(rules, outbox, UserDirectory())
     pipeline: CallPipeline
     dispatcher = Dispatcher(

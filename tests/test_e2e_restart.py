@@ -54,7 +54,9 @@ TIMEOUT = 1.0
 def load_traces(*, outbound: bool = True) -> list[Path]:
     """The mix traces, twice. Not 08 (click-to-call): its ``CRM_CALL_ID`` names a call the
     recording portal registered, which this emulator has never seen — its finish is
-    refused for good, by design, and it would never be registered here.
+    refused for good, by design, and it would never be registered here. Not 03 (busy): the
+    whole call lasts 10 ms at position 0 of the timeline, where the simulator may play it
+    before the first session reads events (a start-up race of the simulator, reported).
 
     ``outbound=False`` leaves out the outbound traces too: an outbound call that is in
     progress when callbridge (re)starts is adopted from ``CoreShowChannels`` without its
@@ -63,7 +65,7 @@ def load_traces(*, outbound: bool = True) -> list[Path]:
     traces = [
         p
         for p in default_mix_paths()
-        if not p.name.startswith("08-") and (outbound or "outbound" not in p.name)
+        if not p.name.startswith(("08-", "03-")) and (outbound or "outbound" not in p.name)
     ]
     return traces * 2
 
@@ -104,7 +106,7 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
         outbox=OUTBOX,
         timeout=TIMEOUT,
     )
-    cb: CallbridgeProc | None = await start_callbridge(config)
+    cb = await start_callbridge(config)
     try:
         # 1. kill -9 after a seeded number of registered calls, restart on the same store.
         await until(lambda: _at_least(emulator, first_kill), f"{first_kill} calls registered", 30)
@@ -115,7 +117,7 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
         #    and losing the answers; kill -9 once some were lost, restart.
         target = min(len(traces) - 1, await _registered(emulator) + second_kill_after)
         await until(lambda: _at_least(emulator, target), f"{target} calls registered", 30)
-        before = (await emulator.state())["requests"]["total"]
+        before: int = (await emulator.state())["requests"]["total"]
         await emulator.fault("lost_answer")
 
         async def answers_lost() -> bool:
@@ -127,7 +129,6 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
         await emulator.fault("none")
         cb = await start_callbridge(config)
         position = (await sim.status())["position"]
-        print(f"POS {position:.2f}")
         assert position < FIRST_END, (
             f"restarts took until {position:.1f}s of the traces: calls ended while callbridge "
             "was down, which this test must stay clear of (machine too slow?)"

@@ -15,7 +15,7 @@ from callbridge.crm.bitrix24.auth import WebhookAuth
 from callbridge.crm.bitrix24.client import Bitrix24Client
 from callbridge.pbx.agi import AgiServer
 from callbridge.routing.dialplan import render
-from callbridge.routing.phonebook import LookupState, Phonebook
+from callbridge.routing.phonebook import CrmChangeQueue, LookupState, Phonebook
 from callbridge.routing.scripts import RoutingScripts
 from callbridge.routing.settings import RoutingSettings
 from callbridge.routing.source import Bitrix24PhonebookSource
@@ -118,3 +118,45 @@ async def test_slow_or_down_portal_gives_the_fallback_within_the_deadline(
             assert out.variables["CB_RESULT"] == "fallback"
             assert out.agi[0].elapsed < 0.3
     await portal.fault(mode="none")
+
+
+async def _lead(client: Bitrix24Client, phone: str) -> int:
+    answer = await client.call(
+        "crm.lead.add", {"fields": {"TITLE": f"Call {phone}", "PHONE": [{"VALUE": phone}]}}
+    )
+    return int(answer.result)
+
+
+async def test_a_burst_of_new_leads_is_read_back_in_one_request(portal: Portal) -> None:
+    # Every unknown caller becomes a lead and the portal sends ONCRMLEADADD for each:
+    # the queue re-reads them together, so a burst costs one request, not one per lead.
+    ids = [await _lead(portal.client, f"+7926555{n:04d}") for n in range(12)]
+    waited: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waited.append(seconds)
+
+    queue = CrmChangeQueue(portal.phonebook, window=1.0, sleep=no_wait)
+    before = portal.server.state.requests.by_method.get("crm.lead.list", 0)
+    for lead_id in ids:
+        queue.submit("ONCRMLEADADD", {"FIELDS": {"ID": str(lead_id)}})
+    queue.submit("ONCRMLEADDELETE", {"FIELDS": {"ID": str(ids[0])}})
+    await queue.flush()
+    after = portal.server.state.requests.by_method.get("crm.lead.list", 0)
+    assert after - before == 1
+    assert queue.flushes == 1
+    gone = portal.phonebook.lookup_local("89265550000")  # deleted in the same burst
+    assert gone is None or gone.state is not LookupState.FOUND
+    for n in range(1, 12):
+        hit = portal.phonebook.lookup_local(f"8926555{n:04d}")
+        assert hit is not None and hit.state is LookupState.FOUND, n
+
+
+async def test_a_malformed_change_event_does_not_block_the_others(portal: Portal) -> None:
+    lead_id = await _lead(portal.client, "+79267770011")
+    with pytest.raises(ValueError, match="data\\[FIELDS\\]\\[ID\\]"):
+        await portal.phonebook.apply_crm_events(
+            [("ONCRMLEADADD", {"FIELDS": {}}), ("ONCRMLEADADD", {"FIELDS": {"ID": lead_id}})]
+        )
+    hit = portal.phonebook.lookup_local("89267770011")
+    assert hit is not None and hit.state is LookupState.FOUND

@@ -62,13 +62,14 @@ class Stack:
         data: dict[str, Any] = response.json()
         return data
 
-    async def settle(self) -> None:
-        """Every event the portal sent has been answered and handled."""
+    async def settle(self, drain: bool = True) -> None:
+        """Every event the portal sent has been answered and handled (and, with ``drain``,
+        every CRM operation it caused has been delivered)."""
         await self.emulator.emulator.deliverer.wait_idle()
         await self.services.dispatcher.idle()
         # Refusals reach the portal through the durable outbox, a moment later.
         pipeline = self.services.extras.get("pipeline")
-        if pipeline is not None:
+        if drain and pipeline is not None:
             await until(lambda: pipeline.outbox.depth() == 0, "the outbox drained")
 
     def originates(self) -> list[Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -31,7 +31,14 @@ from callbridge.routing.numbers import phone_key
 from callbridge.routing.source import ENTITY_TYPES, PhonebookSource, SourceEntity, SourceUser
 from callbridge.store.phonebook import PhonebookEntity, PhonebookStore, PhonebookUser
 
-__all__ = ["Lookup", "LookupState", "Phonebook", "SyncProgress", "SyncReport"]
+__all__ = [
+    "CrmChangeQueue",
+    "Lookup",
+    "LookupState",
+    "Phonebook",
+    "SyncProgress",
+    "SyncReport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,73 @@ class SyncReport:
 
 
 _EVENT_TYPES = {"CONTACT": "contact", "COMPANY": "company", "LEAD": "lead"}
+
+
+def _parse_crm_event(event_name: str, data: Mapping[str, Any]) -> tuple[str, str, int] | str | None:
+    """(entity type, ADD|UPDATE|DELETE, id); a problem as text; None: not for us."""
+    name = event_name.upper()
+    if not name.startswith("ONCRM"):
+        return None
+    for upper, kind in _EVENT_TYPES.items():
+        rest = name.removeprefix(f"ONCRM{upper}")
+        if rest != name and rest in ("ADD", "UPDATE", "DELETE"):
+            fields = data.get("FIELDS") if isinstance(data, Mapping) else None
+            raw_id = fields.get("ID") if isinstance(fields, Mapping) else None
+            try:
+                return kind, rest, int(str(raw_id))
+            except ValueError:
+                return f"{event_name}: data[FIELDS][ID] missing or not a number"
+    return None
+
+
+class CrmChangeQueue:
+    """Collects CRM change events and applies them in bursts.
+
+    The portal sends one event per created lead; re-reading each at once would spend one
+    REST request per unknown caller. Events wait up to ``window`` seconds (or until
+    ``max_batch`` are queued) and go to :meth:`Phonebook.apply_crm_events` together.
+    """
+
+    def __init__(
+        self,
+        book: Phonebook,
+        *,
+        window: float = 1.0,
+        max_batch: int = 50,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.book = book
+        self.window = window
+        self.max_batch = max_batch
+        self._sleep = sleep
+        self._pending: list[tuple[str, Mapping[str, Any]]] = []
+        self._wake = asyncio.Event()
+        self.flushes = 0
+
+    def submit(self, event_name: str, data: Mapping[str, Any]) -> None:
+        self._pending.append((event_name, data))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self.flushes += 1
+            try:
+                await self.book.apply_crm_events(batch)
+            except Exception as exc:  # the periodic incremental sync catches up
+                log.warning("phonebook: CRM change events not applied: %s", exc)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            self._wake.clear()
+            if len(self._pending) < self.max_batch and not stop.is_set():
+                await self._sleep(self.window)
+            await self.flush()
 
 
 def _to_store(entity: SourceEntity) -> PhonebookEntity:
@@ -310,31 +384,40 @@ class Phonebook:
         Returns whether it was a phonebook event. ADD/UPDATE re-read the entity from the
         CRM (the event carries only its id); DELETE removes it locally.
         """
-        name = event_name.upper()
-        if not name.startswith("ONCRM"):
-            return False
-        entity_type, action = "", ""
-        for upper, kind in _EVENT_TYPES.items():
-            rest = name.removeprefix(f"ONCRM{upper}")
-            if rest != name and rest in ("ADD", "UPDATE", "DELETE"):
-                entity_type, action = kind, rest
-        if not entity_type:
-            return False
-        fields = data.get("FIELDS") if isinstance(data, Mapping) else None
-        raw_id = fields.get("ID") if isinstance(fields, Mapping) else None
-        try:
-            entity_id = int(str(raw_id))
-        except ValueError:
-            raise ValueError(f"{event_name}: data[FIELDS][ID] missing or not a number") from None
-        if action == "DELETE":
-            self.store.delete_entity(entity_type, entity_id)
-            return True
-        if self.source is None:
-            return True
-        entity = await self.source.entity(entity_type, entity_id)
-        with self.store.transaction():
-            if entity is None:
+        return bool(await self.apply_crm_events([(event_name, data)]))
+
+    async def apply_crm_events(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+        """Apply many change events; the changed entities of one type are re-read with
+        one list request (``@ID``), so a burst of new leads costs one request, not one per
+        lead. Returns how many were phonebook events; a malformed one raises ValueError
+        after the others were applied."""
+        changed: dict[str, set[int]] = {}
+        applied = 0
+        bad: list[str] = []
+        for event_name, data in events:
+            parsed = _parse_crm_event(event_name, data)
+            if parsed is None:
+                continue
+            if isinstance(parsed, str):
+                bad.append(parsed)
+                continue
+            entity_type, action, entity_id = parsed
+            applied += 1
+            if action == "DELETE":
                 self.store.delete_entity(entity_type, entity_id)
+                changed.get(entity_type, set()).discard(entity_id)
             else:
-                self._put(entity)
-        return True
+                changed.setdefault(entity_type, set()).add(entity_id)
+        if self.source is not None:
+            for entity_type, ids in changed.items():
+                if not ids:
+                    continue
+                found = await self.source.entities(entity_type, sorted(ids))
+                with self.store.transaction():
+                    for entity in found:
+                        self._put(entity)
+                    for gone in ids - {e.id for e in found}:
+                        self.store.delete_entity(entity_type, gone)
+        if bad:
+            raise ValueError("; ".join(bad))
+        return applied

@@ -62,6 +62,10 @@ class PhonebookSource(Protocol):
         """One entity, ``None`` when it does not exist (any more)."""
         ...
 
+    async def entities(self, entity_type: str, ids: Sequence[int]) -> list[SourceEntity]:
+        """The entities among ``ids`` that exist (one request for up to 50 ids)."""
+        ...
+
     async def entities_by_phone(self, phone: str) -> list[SourceEntity]:
         """Entities holding ``phone`` (the CRM's own matching)."""
         ...
@@ -189,6 +193,17 @@ class Bitrix24PhonebookSource:
         )
         rows = _rows(answer)
         return entity_from_bitrix(entity_type, rows[0]) if rows else None
+
+    async def entities(self, entity_type: str, ids: Sequence[int]) -> list[SourceEntity]:
+        found: list[SourceEntity] = []
+        for at in range(0, len(ids), 50):
+            chunk = list(ids[at : at + 50])
+            answer = await self._call(
+                f"crm.{entity_type}.list",
+                {"select": _SELECT[entity_type], "filter": {"@ID": chunk}, "start": -1},
+            )
+            found.extend(entity_from_bitrix(entity_type, row) for row in _rows(answer))
+        return found
 
     async def entities_by_phone(self, phone: str) -> list[SourceEntity]:
         answer = await self._call("crm.duplicate.findbycomm", {"type": "PHONE", "values": [phone]})

@@ -3,9 +3,11 @@
 :meth:`Bitrix24Crm.execute` walks the operations in order and packs them into as few
 ``batch`` requests as it can (≤ 50 commands each). A :class:`~callbridge.crm.base.ResultRef`
 to an operation in the *same* batch becomes ``$result[<cmd>][<field>]``; to one done by an
-earlier request of this ``execute`` it becomes the value that request returned. Recordings
-(``attachRecord``) go alone, outside batch: a Base64 body does not belong in a query string
-and file methods may be refused inside a batch (§1.3 ``ERROR_BATCH_METHOD_NOT_ALLOWED``).
+earlier request of this ``execute`` it becomes the value that request returned. A recording
+sent with its content (``attachRecord`` with ``FILE_CONTENT``) goes alone, outside batch:
+a Base64 body does not belong in a query string and file methods may be refused inside a
+batch (§1.3 ``ERROR_BATCH_METHOD_NOT_ALLOWED``). Without content (a file name, answered
+with an upload URL, or a ``RECORD_URL``) it rides in the batch like any other command.
 
 A method the portal blocked for its operating time (§3.2) is not sent: its operations fail
 RETRYABLE with ``retry_after`` and every other operation goes on.
@@ -250,7 +252,7 @@ class Bitrix24Crm(CrmPort):
                         ),
                     )
                     continue
-                alone = op.kind in _ALONE
+                alone = op.kind in _ALONE and "FILE_CONTENT" in op.params
                 if alone:
                     await flush()
                 in_chunk = {

@@ -5,7 +5,15 @@ Rules it follows (reference §2, the trace READMEs):
 * Channels are keyed by ``Uniqueid``; a call is the group of channels sharing a
   ``Linkedid``. When a channel shows up with another call's Linkedid (pickup, attended
   transfer, REFER), Asterisk has re-linked it to the older call: the younger call is
-  absorbed (:class:`CallMerged`).
+  absorbed (:class:`CallMerged`); the older call always survives, since Asterisk only
+  moves channels to the oldest linkedid.
+* Pickup: the picker's channel is masqueraded into the ringing leg, so the caller's
+  ``DialEnd ANSWER`` names the picker (its own linkedid): the picker's call is absorbed
+  and the picker answered. A pickup is not a transfer.
+* Attended transfer (``*2``/``Atxfer`` through a Local leg, or phone REFER/Replaces
+  across two calls): the older call absorbs the consultation call; "to" is the party of
+  the consultation (the later leg of Transferee/TransferTarget, which side is which
+  depends on the dialog the REFER came on), resolved through Local pairs.
 * Direction comes from the call's first real channel: a trunk that rang in → inbound; a
   phone → outbound if it reaches a trunk, else internal; a leg made by an Originate
   (``DialBegin`` without a caller block, or created ``Down``) is our own outbound call.
@@ -299,7 +307,13 @@ class CallTracker:
         target = self._calls.get(target_id)
         if target is None:
             return
-        self._merge(target, current, ts)
+        # Asterisk only ever moves channels to the *oldest* linkedid; a younger one on a
+        # channel is a snapshot taken before the move (AttendedTransfer blocks are), so
+        # the older call always survives whichever side the event names.
+        if target.start <= current.start:
+            self._merge(target, current, ts)
+        else:
+            self._merge(current, target, ts)
 
     def _merge(self, keep: Call, gone: Call, ts: float) -> None:
         was_started = gone.started
@@ -541,18 +555,34 @@ class CallTracker:
         second = self._chan(msg, ts, "SecondTransferer")
         transferee = self._chan(msg, ts, "Transferee")
         target = self._chan(msg, ts, "TransferTarget")
-        anchor = transferee or orig
-        if anchor is None:
+        involved: dict[str, Call] = {}
+        for chan in (transferee, target, orig, second):
+            call = self._calls.get(chan.call_id) if chan is not None else None
+            if call is not None:
+                involved[call.call_id] = call
+        if not involved:
             return
-        call = self._calls.get(anchor.call_id)
-        if call is None:
-            return
-        source = orig.ext if orig is not None and orig.ext else call.holder
-        if source is None and second is not None:
+        # The parties now share a bridge, so Asterisk gives them all the oldest linkedid
+        # (bridge_basic_push → ast_bridge_channel_update_linkedids): the older call
+        # absorbs the consultation call now rather than at the next event of its leg.
+        call = min(involved.values(), key=lambda c: c.start)
+        for other in involved.values():
+            if other is not call:
+                self._merge(call, other, ts)
+        source = orig.ext if orig is not None and orig.ext else None
+        if source is None and second is not None and second.ext:
             source = second.ext
-        to = self._party_of(target) if target is not None else None
+        if source is None:
+            source = call.holder
+        # Which of transferee/target is "who the call went to" depends on the dialog the
+        # phone sent its REFER on (res_pjsip_refer.c): it is the party of the consultation,
+        # i.e. the leg that appeared later. DTMF (*2) transfers always put the consultation
+        # Local leg in TransferTarget, which is also the later one.
+        parties = [c for c in (transferee, target) if c is not None]
+        moved_to = max(parties, key=lambda c: c.created) if parties else None
+        to, is_extension = self._party_of(moved_to) if moved_to is not None else (None, False)
         self._transfer(call, TransferType.ATTENDED, source, to, ts)
-        if to is not None:
+        if to is not None and is_extension:
             call.holder = to
             if to not in call.rang:
                 call.rang.append(to)
@@ -791,12 +821,16 @@ class CallTracker:
                     return exten[5:]
         return None
 
-    def _party_of(self, chan: Chan) -> str | None:
-        """Extension (or number) behind a channel; a Local half resolves to its device."""
+    def _party_of(self, chan: Chan) -> tuple[str | None, bool]:
+        """(extension or number, whether it is an extension) behind a channel.
+
+        A Local half resolves to the device its pair dialed (answered or still up), else
+        to the exten it was made for (``Local/103@from-internal-xfer`` → 103).
+        """
         if chan.kind is Kind.PHONE:
-            return chan.ext
+            return chan.ext, True
         if chan.kind is Kind.TRUNK:
-            return chan.label
+            return chan.label, False
         call = self._calls.get(chan.call_id)
         peer = self._peer_in_call(chan)
         for half in (chan, peer):
@@ -807,12 +841,14 @@ class CallTracker:
                 if (
                     dev is not None
                     and dev.dialer == half.uid
-                    and dev.kind is Kind.PHONE
+                    and dev.kind is not Kind.LOCAL
                     and (dev.answered_at is not None or dev.alive)
                 ):
-                    return dev.ext
+                    if dev.kind is Kind.PHONE:
+                        return dev.ext, True
+                    return dev.label, False
         exten = chan.name[6:].split("@", 1)[0]
-        return exten or None
+        return exten or None, bool(exten)
 
     def _update_ringing(self, call: Call, ts: float) -> None:
         labels: list[str] = []
@@ -881,7 +917,9 @@ class CallTracker:
                 first_trunk = chan
         if first_trunk is not None:
             return first_trunk.cause
-        return root.cause if root is not None else None
+        # No external party ever had a channel (e.g. a click-to-call whose operator did
+        # not answer): there is no cause to report.
+        return None
 
     def _end(self, call: Call, ts: float) -> None:
         if call.state is CallState.PENDING:

@@ -122,12 +122,14 @@ def _load_truth(path: Path) -> dict[str, Any] | None:
 
 
 def is_mix_candidate(path: Path) -> bool:
-    """Traces fit for the generated call mix: not 13 (action answers), not failed logins."""
+    """Traces fit for the generated call mix: not 13 (action answers), not failed logins,
+    not 08 (a click-to-call carries the CALL_ID a portal made for *that* click: replayed
+    on its own it would name a call no portal knows; clicks are played by Originate)."""
     name = path.name
     return (
         name.endswith(".ami")
         and not name.endswith(".failed-login.ami")
-        and not name.startswith("13-")
+        and not name.startswith(("13-", "08-"))
         and path.with_name(name.removesuffix(".ami") + ".truth.json").exists()
     )
 
