@@ -146,6 +146,9 @@ class CallSummary:
     #: How the end was known when it was not a Hangup event (e.g. the call vanished during
     #: an AMI gap and ended at the resync time). Not part of the ``trace calls`` schema.
     note: str | None = None
+    #: Q.850 cause of the leg that failed when there is no external party to report in
+    #: ``hangup_cause`` (a click-to-call whose operator's phone was busy: 17).
+    failure_cause: int | None = None
 
     @property
     def talk_seconds(self) -> int:
@@ -162,5 +165,6 @@ class CallSummary:
             for t in self.transfers
         ]
         del data["tags"]
+        data.pop("failure_cause", None)
         del data["note"]
         return data

@@ -430,7 +430,9 @@ class Engine:
             "CALL_ID": self._call_ref(call),
             "USER_ID": finisher,
             "DURATION": rules.duration(summary),
-            "STATUS_CODE": rules.status_code(summary.result, summary.hangup_cause),
+            "STATUS_CODE": rules.status_code(
+                summary.result, summary.hangup_cause, summary.failure_cause
+            ),
             "ADD_TO_CHAT": int(self._settings.add_to_chat),
         }
         if summary.result is not CallResult.ANSWERED and summary.result is not None:

@@ -215,8 +215,11 @@ _CAUSE_STATUS = {
 }
 
 
-def status_code(result: CallResult | None, hangup_cause: int | None = None) -> str:
-    """``STATUS_CODE`` of finish (strings, reference §4.0)."""
+def status_code(
+    result: CallResult | None, hangup_cause: int | None = None, failure_cause: int | None = None
+) -> str:
+    """``STATUS_CODE`` of finish (strings, reference §4.0). A failed call's code comes from
+    the external party's cause, else from the cause of the leg that failed."""
     if result is CallResult.ANSWERED:
         return "200"
     if result is CallResult.BUSY:
@@ -224,7 +227,7 @@ def status_code(result: CallResult | None, hangup_cause: int | None = None) -> s
     if result in (CallResult.MISSED, CallResult.NOT_ANSWERED):
         return "304"
     if result is CallResult.FAILED:
-        return _CAUSE_STATUS.get(hangup_cause or 0, "603")
+        return _CAUSE_STATUS.get(hangup_cause or failure_cause or 0, "603")
     return "OTHER"
 
 

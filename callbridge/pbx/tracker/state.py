@@ -92,6 +92,7 @@ class Call:
     originate_exten: str | None = None
     end: float | None = None
     hangup_cause: int | None = None
+    failure_cause: int | None = None
     note: str | None = None
 
     @property
@@ -117,6 +118,7 @@ class Call:
             end=self.end,
             recordings=list(self.recordings),
             hangup_cause=self.hangup_cause,
+            failure_cause=self.failure_cause,
             tags=dict(self.tags),
             note=self.note,
         )

@@ -928,6 +928,10 @@ class CallTracker:
             call.ringing = ()
         call.end = ts
         call.hangup_cause = self._hangup_cause(call)
+        if call.hangup_cause is None:
+            # No external party: the first leg's cause is what failed (operator busy).
+            root = self._chans.get(call.root) if call.root else None
+            call.failure_cause = root.cause if root is not None else None
         result = self._result(call)
         if advance(call, Trigger.END, "last hangup"):
             self._out.append(CallEnded(call.call_id, ts, call.summary(result)))
