@@ -27,7 +27,7 @@ from typing import Any
 
 from callbridge.calls import CallEnded, CallEvent, CallStarted
 from callbridge.config import Config
-from callbridge.crm.base import CrmError, CrmPort
+from callbridge.crm.base import CrmError, CrmPort, log_level_of
 from callbridge.engine import Engine
 from callbridge.outbox.dispatcher import Dispatcher, EntityLookup, OutboxSettings
 from callbridge.outbox.retry import RetryPolicy
@@ -159,7 +159,7 @@ class CallPipeline:
                 wait = self._users_refresh
             except CrmError as exc:
                 self.stats.users_error = str(exc)
-                log.warning("could not load Bitrix24 users: %s", exc)
+                log.log(log_level_of(exc), "could not load Bitrix24 users: %s", exc)
                 wait = self._users_retry
             self._users_kick.clear()
             waiters = [

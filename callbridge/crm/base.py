@@ -14,6 +14,7 @@ what to do: retry later, fix auth, drop (permanent), or fix the request (validat
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ __all__ = [
     "OperationKind",
     "OperationResult",
     "ResultRef",
+    "log_level_of",
 ]
 
 
@@ -51,6 +53,12 @@ class CrmError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind is ErrorKind.RETRYABLE
+
+
+def log_level_of(exc: BaseException) -> int:
+    """How loudly to log a failed CRM call: before the application is installed every
+    call fails by design (INFO); anything else is worth a WARNING."""
+    return logging.INFO if getattr(exc, "code", "") == "not_installed" else logging.WARNING
 
 
 class OperationKind(StrEnum):

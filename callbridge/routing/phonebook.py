@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from callbridge.crm.base import log_level_of
 from callbridge.routing.numbers import phone_key
 from callbridge.routing.source import ENTITY_TYPES, PhonebookSource, SourceEntity, SourceUser
 from callbridge.store.phonebook import PhonebookEntity, PhonebookStore, PhonebookUser
@@ -235,7 +236,7 @@ class Phonebook:
         except Exception as exc:  # any CRM failure: contained, the call gets its fallback
             self.crm_failures += 1
             self._crm_down_until = self._clock() + self.crm_backoff
-            log.warning("phonebook: CRM look-up of %s failed: %s", key, exc)
+            log.log(log_level_of(exc), "phonebook: CRM look-up of %s failed: %s", key, exc)
             return Lookup(LookupState.UNAVAILABLE, key, source="none")
         matching = [e for e in found if key in {self.key(p) for p in e.phones} or not e.phones]
         if not matching:
@@ -369,7 +370,7 @@ class Phonebook:
             try:
                 await self.incremental_sync()
             except Exception as exc:  # the next round tries again; lookups keep working
-                log.warning("phonebook: incremental sync failed: %s", exc)
+                log.log(log_level_of(exc), "phonebook: incremental sync failed: %s", exc)
             sleeper = asyncio.ensure_future(self._sleep(self.freshness))
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
