@@ -33,7 +33,11 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/ami_parse.py
-	$(BIN)/python bench/tracker.py
+	$(BIN)/python bench/tracker.py --calls 20000
+	$(BIN)/python bench/bitrix24_limiter.py --seconds 600 --speed 10
+	$(BIN)/python bench/agi.py
+	$(BIN)/python bench/click_to_call.py --clicks 1000
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
