@@ -9,7 +9,8 @@ For each business call the engine decides, with the rules, what Bitrix24 must se
   or someone else answers, the card moved on transfers;
 - at the end, ``hide`` for everyone still carded except the finisher (``finish`` hides
   only the finisher's card), ``finish`` by the final holder with talk seconds and status,
-  then the recording.
+  for a transferred call a timeline comment with its legs on the entity ``finish`` bound
+  it to (``legs``), then the recording.
 
 The engine does no network I/O: its only effect is writing operations to the outbox,
 keyed per call and step, so a replay writes nothing twice. Its per-call memory is rebuilt
@@ -443,6 +444,8 @@ class Engine:
         if legs:
             meta["description"] = legs
         entries.append(OutboxEntry(finish, meta))
+        if legs:
+            entries.append(_legs_comment(call.call_id, legs))
         for path in summary.recordings:
             if path not in call.recordings:
                 call.recordings.append(path)
@@ -458,6 +461,21 @@ class Engine:
 
     def _default(self) -> int:
         return self._settings.default_user_id
+
+
+def _legs_comment(call_id: str, legs: str) -> OutboxEntry:
+    """The legs of a transferred call as a comment on its CRM entity's timeline.
+
+    ``finish`` cannot carry a description (reference §4.5); the entity the call was bound
+    to comes back in its answer, so the comment refers to it and the outbox sends it once
+    that answer is stored — or skips it, with the reason, when the call has no entity.
+    """
+    params = {
+        "ENTITY_TYPE": ResultRef("finish", "CRM_ENTITY_TYPE"),
+        "ENTITY_ID": ResultRef("finish", "CRM_ENTITY_ID"),
+        "COMMENT": legs,
+    }
+    return OutboxEntry(CrmOperation(call_id, "legs", OperationKind.ADD_COMMENT, params))
 
 
 def _never(_started: CallStarted) -> bool:

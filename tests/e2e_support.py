@@ -32,9 +32,9 @@ from tests.waiting import until
 
 __all__ = [
     "CallbridgeProc",
+    "EmulatorProc",
     "Proc",
     "SimProc",
-    "EmulatorProc",
     "free_port",
     "landed_once",
     "start_callbridge",
@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+#: The source tree: the children run from it, so ``python -m callbridge.cli`` is this one.
+ROOT = str(Path(__file__).resolve().parents[1])
 STARTUP = 30.0
 REGISTER = "telephony.externalcall.register"
 FINISH = "telephony.externalcall.finish"
@@ -65,6 +67,8 @@ class Proc:
     process: asyncio.subprocess.Process
     lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=2000))
     matched: dict[str, str] = field(default_factory=dict)
+    #: Where to append the output when the process ends (``None``: nowhere).
+    log: Path | None = None
     _reader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -81,7 +85,7 @@ class Proc:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
-            cwd=str(Path(__file__).resolve().parents[1]),
+            cwd=ROOT,
         )
         proc = cls(name, process)
         proc._reader = asyncio.create_task(proc._read(), name=f"{name}-stderr")
@@ -120,6 +124,11 @@ class Proc:
         await until(seen, f"{self.name} to print {needle!r}", within=within)
         return self.matched[needle]
 
+    def save(self, path: Path) -> None:
+        """Keep what the process said (the last 2000 lines), for a failing test's report."""
+        with path.open("a", encoding="utf-8") as out:
+            out.write("\n".join(self.lines) + "\n")
+
     def tail(self, n: int = 40) -> str:
         return "\n".join(list(self.lines)[-n:])
 
@@ -128,6 +137,8 @@ class Proc:
         if self.alive:
             self.process.kill()
         await self._reap()
+        if self.log is not None:
+            self.save(self.log)
 
     async def stop(self, within: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL when it does not stop within ``within`` seconds."""
@@ -138,6 +149,8 @@ class Proc:
             except TimeoutError:
                 self.process.kill()
         await self._reap()
+        if self.log is not None:
+            self.save(self.log)
         return self.process.returncode
 
     async def _reap(self) -> None:
@@ -387,8 +400,10 @@ def _toml_table(values: Mapping[str, Any]) -> str:
 
 
 async def start_callbridge(config: Path, env: Mapping[str, str] | None = None) -> CallbridgeProc:
-    """``callbridge run --config FILE``, ready once it printed where it listens."""
+    """``callbridge run --config FILE``, ready once it printed where it listens. Its output
+    is appended to ``callbridge.log`` next to the config when it ends."""
     proc = await Proc.spawn("callbridge", ["run", "--config", str(config)], env)
+    proc.log = config.with_name("callbridge.log")
     try:
         line = await proc.wait_line("callbridge: listening on ")
     except BaseException:
@@ -440,7 +455,7 @@ async def idle(cb: CallbridgeProc, within: float) -> dict[str, Any]:
     async def quiet() -> bool:
         nonlocal last
         last = await cb.calls()
-        return last["depth"] == 0 and last["calls_open"] == 0
+        return bool(last["depth"] == 0 and last["calls_open"] == 0)
 
     try:
         await until(quiet, "callbridge idle (outbox depth 0, calls_open 0)", within=within)

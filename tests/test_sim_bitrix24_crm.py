@@ -225,3 +225,90 @@ async def test_portal_info_methods(portal: Portal) -> None:
     )
     assert (await portal.result("app.info"))["STATUS"] == "L"
     assert (await portal.result("user.current"))["NAME"] == "Ivan"
+
+
+async def test_s6_7_timeline_comment_add_and_list(portal: Portal) -> None:
+    response = await portal.rest(
+        "crm.timeline.comment.add",
+        {"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "contact", "COMMENT": "answered by 101"}},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["result"] == 1 and set(body) == {"result", "time"}
+    other = await portal.result(
+        "crm.timeline.comment.add",
+        {"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "deal", "COMMENT": "on the deal"}},
+    )
+    assert other == 2
+    state = await portal.state()
+    assert state["comments"][0] == {
+        "ID": "1",
+        "ENTITY_ID": "1",
+        "ENTITY_TYPE": "contact",
+        "CREATED": "2026-03-10T11:19:38+03:00",
+        "COMMENT": "answered by 101",
+        "AUTHOR_ID": "1",  # the webhook's owner
+        "FILES": {},
+    }
+    listed = await portal.client.post(
+        "/rest/1/secret/crm.timeline.comment.list",
+        json={"filter": {"ENTITY_ID": 1, "ENTITY_TYPE": "contact"}, "select": ["ID", "COMMENT"]},
+    )
+    assert listed.status_code == 200
+    assert listed.json()["result"] == [{"ID": "1", "COMMENT": "answered by 101"}]
+    assert listed.json()["total"] == 1
+    page = await portal.client.get("/")
+    assert "Timeline comments" in page.text and "answered by 101" in page.text
+
+
+async def test_s6_7_timeline_comment_add_inside_a_batch_with_php_query(portal: Portal) -> None:
+    cmd = {
+        "c": "crm.timeline.comment.add?fields[ENTITY_ID]=1&fields[ENTITY_TYPE]=lead"
+        "&fields[COMMENT]=from%20batch"
+    }
+    result = await portal.result("batch", {"cmd": cmd})
+    assert result["result"] == {"c": 1} and result["result_error"] == []
+    comments = await portal.result(
+        "crm.timeline.comment.list", {"filter": {"ENTITY_ID": 1, "ENTITY_TYPE": "lead"}}
+    )
+    assert [c["COMMENT"] for c in comments] == ["from batch"]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        # §6.7: only the lower-case key is read (crm ≥ 23.100)
+        (
+            {"FIELDS": {"ENTITY_ID": 1, "ENTITY_TYPE": "contact", "COMMENT": "x"}},
+            (400, "100", "Required fields not provided"),
+        ),
+        (
+            {"fields": {"ENTITY_TYPE": "contact", "COMMENT": "x"}},
+            (400, "100", "Required fields not provided: ENTITY_ID, ENTITY_TYPE"),
+        ),
+        # the documented names are lower-case; finish answers CONTACT (§4.5)
+        (
+            {"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "CONTACT", "COMMENT": "x"}},
+            (400, "NOT_FOUND", "Not found."),
+        ),
+        (
+            {"fields": {"ENTITY_ID": 999, "ENTITY_TYPE": "contact", "COMMENT": "x"}},
+            (400, "OWNER_NOT_FOUND", "Owner of the element not found"),
+        ),
+        (
+            {"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "contact", "COMMENT": "  "}},
+            (400, "INVALID_ARG_VALUE", "Empty comment"),
+        ),
+    ],
+)
+async def test_s6_7_timeline_comment_add_errors(
+    portal: Portal, body: dict[str, object], error: tuple[int, str, str]
+) -> None:
+    assert envelope(await portal.rest("crm.timeline.comment.add", body)) == error
+    assert (await portal.state())["comments"] == []
+
+
+async def test_s6_7_timeline_comment_list_needs_the_entity(portal: Portal) -> None:
+    assert envelope(
+        await portal.rest("crm.timeline.comment.list", {"filter": {"ENTITY_TYPE": "deal"}})
+    ) == (400, "", "ENTITY_ID and ENTITY_TYPE are required in the filter.")

@@ -70,6 +70,7 @@ class OperationKind(StrEnum):
     CREATE_LEAD = "create_lead"
     CREATE_TASK = "create_task"
     NOTIFY = "notify"
+    ADD_COMMENT = "add_comment"  # a note on the timeline of the call's CRM entity
 
 
 @dataclass(frozen=True, slots=True)

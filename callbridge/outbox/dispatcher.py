@@ -5,7 +5,11 @@ ready prefix of each call's queue, oldest calls first), prepares them, sends the
 ``execute()`` and records every outcome. Preparing an operation means:
 
 - resolving :class:`ResultRef` values to results stored earlier; a reference to an
-  operation in the same ``execute()`` is left for the adapter (``$result[...]``);
+  operation in the same ``execute()`` is left for the adapter (``$result[...]``), except
+  for a timeline comment, which waits for the next round: it needs the finish's real
+  answer (its CRM entity, or that there is none). A comment whose finish answered no CRM
+  entity (an internal call, a number the portal bound to nothing) is skipped with that
+  reason, never failed: there is nothing to fix and nowhere to write it;
 - for a ``register``/``finish`` whose earlier answer was lost (timeout after sending,
   lease expired in a dead process), asking the CRM first (``find_call``) and not sending
   again when it already happened — a lost answer never makes a second call;
@@ -48,8 +52,14 @@ log = logging.getLogger(__name__)
 #: Show/hide are best-effort: their failure never blocks the finish.
 SKIP_AFTER_FAILURE: Mapping[OperationKind, tuple[OperationKind, ...]] = {
     OperationKind.REGISTER_CALL: tuple(OperationKind),  # nothing works without CALL_ID
-    OperationKind.FINISH_CALL: (OperationKind.ATTACH_RECORD,),  # needs the statistics row
+    # needs the statistics row / the CRM entity the finish answers
+    OperationKind.FINISH_CALL: (OperationKind.ATTACH_RECORD, OperationKind.ADD_COMMENT),
 }
+
+#: Operations whose references are resolved from stored results only (never ``$result``
+#: inside a batch), and skipped when the referenced result lacks the field: a comment
+#: goes on the entity ``finish`` answered, and a call bound to none has no timeline.
+_NEEDS_STORED_RESULT = frozenset({OperationKind.ADD_COMMENT})
 
 #: Operations whose lost answer is checked with ``find_call`` before sending again.
 _CHECK_LOST = (OperationKind.REGISTER_CALL, OperationKind.FINISH_CALL)
@@ -73,6 +83,7 @@ class _Prep(Enum):
     DONE = "done"  # finished during preparation (lost answer found in the CRM)
     SKIPPED = "skipped"
     BLOCKED = "blocked"
+    NEXT_ROUND = "next_round"  # its dependency is in this round's batch
 
 
 def _always_active(_user_id: int) -> bool:
@@ -202,6 +213,10 @@ class Dispatcher:
             if prepared is _Prep.BLOCKED:
                 blocked.add(op.call_key)
                 self._store.release([op.id], "waiting on an earlier operation", now + 1.0)
+            elif prepared is _Prep.NEXT_ROUND:
+                # Ready as soon as this round's answer is stored: the next round takes it.
+                blocked.add(op.call_key)
+                self._store.release([op.id], "waiting for the answer of this round", now)
             elif isinstance(prepared, _Prep):
                 moved += 1
             else:
@@ -324,6 +339,8 @@ class Dispatcher:
         if not isinstance(value, ResultRef):
             return value
         if value.key in batch_keys:
+            if op.kind in _NEEDS_STORED_RESULT:
+                return _Prep.NEXT_ROUND
             return value  # the adapter resolves it inside the same request
         target = self._store.find(op.call_key, value.key)
         if target is None or target.status in ("failed", "skipped", "dropped"):
@@ -333,6 +350,12 @@ class Dispatcher:
         if target.status != "done":
             return _Prep.BLOCKED
         result = target.result or {}
+        if op.kind in _NEEDS_STORED_RESULT and result.get(value.field) in (None, "", 0):
+            why = f"skipped: {value.key} answered no {value.field} (no CRM entity to write on)"
+            if result.get("recovered"):
+                why += "; it was recovered after a lost answer, which carries no entity"
+            self._store.skip(op.id, why)
+            return _Prep.SKIPPED
         if value.field not in result:
             self._store.fail(
                 op.id,

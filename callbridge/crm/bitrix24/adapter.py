@@ -11,6 +11,14 @@ with an upload URL, or a ``RECORD_URL``) it rides in the batch like any other co
 
 A method the portal blocked for its operating time (§3.2) is not sent: its operations fail
 RETRYABLE with ``retry_after`` and every other operation goes on.
+
+A timeline comment (``ADD_COMMENT`` → ``crm.timeline.comment.add``, §6.7) names its entity
+the way ``finish`` answered it (``CRM_ENTITY_TYPE`` "CONTACT", usually through a
+``ResultRef`` to the finish), but the method documents only lower-case types ("contact").
+``$result[...]`` cannot change case inside a batch, so a comment whose reference points into
+the batch being built closes that batch first and goes in the next request, with the
+finish's answer in hand; its ``ENTITY_TYPE`` is then lower-cased (``dynamic_N`` keeps its
+documented form too).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +51,7 @@ from callbridge.crm.bitrix24.limiter import LeakyBucket
 from callbridge.crm.bitrix24.transport import Transport
 from callbridge.store.tokens import TokenStore
 
-__all__ = ["METHODS", "Bitrix24Crm", "auth_from_config"]
+__all__ = ["METHODS", "Bitrix24Crm", "auth_from_config", "comment_entity_type"]
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +64,14 @@ METHODS: dict[OperationKind, str] = {
     OperationKind.CREATE_LEAD: "crm.lead.add",
     OperationKind.CREATE_TASK: "tasks.task.add",
     OperationKind.NOTIFY: "im.notify.system.add",
+    OperationKind.ADD_COMMENT: "crm.timeline.comment.add",
 }
 
 # Methods whose parameters live under ``fields`` (the outbox may give them flat).
-_FIELDS_WRAPPED = frozenset({OperationKind.CREATE_LEAD, OperationKind.CREATE_TASK})
+# (``crm.timeline.comment.add`` reads only the lower-case ``fields`` key, §6.7.)
+_FIELDS_WRAPPED = frozenset(
+    {OperationKind.CREATE_LEAD, OperationKind.CREATE_TASK, OperationKind.ADD_COMMENT}
+)
 # Methods whose result is a bare value (an id, a flag), not an object.
 _SCALAR_RESULT = frozenset(
     {
@@ -67,8 +79,11 @@ _SCALAR_RESULT = frozenset(
         OperationKind.NOTIFY,
         OperationKind.SHOW_CALL,
         OperationKind.HIDE_CALL,
+        OperationKind.ADD_COMMENT,
     }
 )
+# Operations whose references must be real values before sending (never ``$result``).
+_NEEDS_VALUES = frozenset({OperationKind.ADD_COMMENT})
 _ALONE = frozenset({OperationKind.ATTACH_RECORD})
 
 _ENTITY_TYPES = {"CONTACT": "contact", "COMPANY": "company", "LEAD": "lead", "DEAL": "deal"}
@@ -259,6 +274,11 @@ class Bitrix24Crm(CrmPort):
                     (ops[j].call_key, ops[j].key): (j, cmd.name)
                     for j, cmd in zip(chunk.indices, chunk.commands, strict=True)
                 }
+                if op.kind in _NEEDS_VALUES and any(
+                    (op.call_key, ref.key) in in_chunk for ref in _refs(op.params)
+                ):
+                    await flush()
+                    in_chunk = {}
                 deps: list[int] = []
                 try:
                     params = self._params(
@@ -336,6 +356,10 @@ class Bitrix24Crm(CrmPort):
         if op.kind in _FIELDS_WRAPPED and "fields" not in params:
             params = {"fields": params}
         resolved: dict[str, Any] = resolve(params)
+        if op.kind is OperationKind.ADD_COMMENT:
+            fields = resolved.get("fields")
+            if isinstance(fields, dict) and isinstance(fields.get("ENTITY_TYPE"), str):
+                fields["ENTITY_TYPE"] = comment_entity_type(fields["ENTITY_TYPE"])
         return resolved
 
     # -- reads ------------------------------------------------------------------------------
@@ -428,6 +452,24 @@ class _Stop(Exception):
     def __init__(self, error: CrmError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def comment_entity_type(crm_entity_type: str) -> str:
+    """``finish``'s ``CRM_ENTITY_TYPE`` ("CONTACT", §4.5) as ``crm.timeline.comment.add``
+    documents it ("contact", §6.7): the documented names are the same words in lower case."""
+    return crm_entity_type.strip().lower()
+
+
+def _refs(value: Any) -> Iterator[ResultRef]:
+    """Every :class:`ResultRef` inside ``value`` (params nest mappings and lists)."""
+    if isinstance(value, ResultRef):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _refs(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _refs(item)
 
 
 def _dependency_error(cause: CrmError) -> CrmError:

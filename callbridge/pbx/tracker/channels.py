@@ -19,9 +19,13 @@ __all__ = [
     "Kind",
     "classify",
     "dial_number",
+    "followme_owner",
+    "int_or_none",
     "is_number",
+    "local_exten",
     "local_peer_name",
     "originate_base",
+    "phone_of_dial_target",
 ]
 
 
@@ -83,6 +87,27 @@ def local_peer_name(name: str) -> str | None:
     if half == "2":
         return name[:-1] + "1"
     return None
+
+
+def local_exten(name: str) -> str:
+    """The exten a Local channel was made for: ``Local/103@from-internal-xfer-…;1`` → 103."""
+    return name[6:].split("@", 1)[0]
+
+
+def followme_owner(name: str) -> str | None:
+    """The extension whose FreePBX follow-me a Local channel is (``Local/FMPR-101@…`` → 101)."""
+    exten = local_exten(name)
+    return exten[5:] if exten.startswith("FMPR-") else None
+
+
+def int_or_none(value: str | None) -> int | None:
+    """An integer header (``ChannelState``, ``Cause``); None when absent or malformed."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def is_number(value: str | None) -> bool:

@@ -1,4 +1,5 @@
-"""CRM methods: leads, contacts, companies, deals, duplicates, statuses, activities (§6).
+"""CRM methods: leads, contacts, companies, deals, duplicates, statuses, activities,
+timeline comments (§6).
 
 Legacy CRM answers carry ids and amounts as strings and flags as ``Y``/``N``; phones live in
 the ``PHONE`` multifield and are matched through the §6.2 normaliser.
@@ -6,9 +7,12 @@ the ``PHONE`` multifield and are matched through the §6.2 normaliser.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from .context import Ctx, Handler, as_int, iso_time
+from .errors import RestError
 from .listing import ListResult, matches, order_rows, page, select_fields
 from .params import Params
 from .phones import normalize_phone
@@ -275,11 +279,113 @@ def activity_get(ctx: Ctx, params: Params) -> dict[str, Any]:
     raise ctx.invalid("Not found")
 
 
+# ---- timeline comments (§6.7) -------------------------------------------------------------
+
+#: The documented ``ENTITY_TYPE`` names the emulator has rows for. Only the lower-case
+#: spelling is documented (§6.7); the emulator refuses any other (``CONTACT``), so a client
+#: cannot come to depend on leniency nobody has shown a real portal to have.
+COMMENT_ENTITY_TYPES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "company": "COMPANY"}
+
+
+def _comment_files(ctx: Ctx, value: Any) -> dict[str, dict[str, Any]]:
+    """``FILES: [[name, base64], …]`` → the list answer's ``FILES`` map (name and size only)."""
+    items = (
+        value
+        if isinstance(value, list)
+        else list(value.values())
+        if isinstance(value, dict)
+        else []
+    )
+    files: dict[str, dict[str, Any]] = {}
+    for item in items:
+        pair = (
+            item
+            if isinstance(item, list)
+            else list(item.values())
+            if isinstance(item, dict)
+            else []
+        )
+        if len(pair) != 2:
+            raise RestError(400, "INVALID_ARG_VALUE", "FILES must be pairs of name and content")
+        try:
+            content = base64.b64decode(str(pair[1]), validate=True)
+        except (binascii.Error, ValueError):
+            raise RestError(400, "INVALID_ARG_VALUE", f"File {pair[0]} is not Base64") from None
+        file_id = ctx.state.next_id("comment_file")
+        files[str(file_id)] = {
+            "id": file_id,
+            "date": iso_time(ctx.now),
+            "name": str(pair[0]),
+            "size": len(content),
+            "authorId": ctx.auth.user_id,
+        }
+    return files
+
+
+def comment_add(ctx: Ctx, params: Params) -> int:
+    """``crm.timeline.comment.add``: ``{"fields": {ENTITY_ID, ENTITY_TYPE, COMMENT}}`` → id.
+
+    Only the lower-case ``fields`` key is read (crm ≥ 23.100, §6.7). Error codes are the
+    documented ones (HTTP 400: ``100`` required fields, ``NOT_FOUND`` unknown type,
+    ``OWNER_NOT_FOUND`` no such entity, ``INVALID_ARG_VALUE`` empty comment); their
+    descriptions are the documentation's wording, the real portal's text is unknown.
+    """
+    fields = params.data.get("fields")  # exact key: FIELDS/Fields are not accepted
+    if not isinstance(fields, dict) or not fields:
+        raise RestError(400, "100", "Required fields not provided")
+    raw_type = fields.get("ENTITY_TYPE")
+    entity_id = as_int(fields.get("ENTITY_ID"))
+    if raw_type in (None, "") or entity_id is None:
+        raise RestError(400, "100", "Required fields not provided: ENTITY_ID, ENTITY_TYPE")
+    entity_type = COMMENT_ENTITY_TYPES.get(str(raw_type))
+    if entity_type is None:
+        raise RestError(400, "NOT_FOUND", "Not found.")
+    if entity_id not in ctx.state.entities[entity_type]:
+        raise RestError(400, "OWNER_NOT_FOUND", "Owner of the element not found")
+    comment = str(fields.get("COMMENT") or "")
+    if not comment.strip():
+        raise RestError(400, "INVALID_ARG_VALUE", "Empty comment")
+    author = as_int(fields.get("AUTHOR_ID")) or ctx.auth.user_id
+    files = _comment_files(ctx, fields.get("FILES"))
+    comment_id = ctx.state.next_id("comment")
+    ctx.state.comments.append(
+        {
+            "ID": str(comment_id),
+            "ENTITY_ID": str(entity_id),
+            "ENTITY_TYPE": str(raw_type),
+            "CREATED": iso_time(ctx.now),
+            "COMMENT": comment,
+            "AUTHOR_ID": str(author),
+            "FILES": files,
+        }
+    )
+    return comment_id
+
+
+def comment_list(ctx: Ctx, params: Params) -> ListResult:
+    """``crm.timeline.comment.list``: the comments of one entity (``filter`` needs both
+    ``ENTITY_ID`` and ``ENTITY_TYPE``); ``select``, ``order`` (``ID``/``CREATED``/
+    ``AUTHOR_ID``) and ``start`` as any list method."""
+    flt = params.mapping("filter")
+    folded = {str(k).upper(): v for k, v in flt.items()}
+    if folded.get("ENTITY_ID") in (None, "") or folded.get("ENTITY_TYPE") in (None, ""):
+        raise ctx.invalid("ENTITY_ID and ENTITY_TYPE are required in the filter.")
+    rows = [r for r in ctx.state.comments if matches(r, flt)]
+    rows = order_rows(rows, params.mapping("order") or {"ID": "ASC"})
+    select = params.get("select") or []
+    select_list = select if isinstance(select, list) else [select]
+    result = page(rows, params.get("start"))
+    result.items = [select_fields(r, select_list, ()) for r in result.items]
+    return result
+
+
 METHODS: dict[str, Handler] = {
     "crm.duplicate.findbycomm": duplicate_findbycomm,
     "crm.status.list": status_list,
     "crm.activity.list": activity_list,
     "crm.activity.get": activity_get,
+    "crm.timeline.comment.add": comment_add,
+    "crm.timeline.comment.list": comment_list,
 }
 for _t in _EVENT_ENTITIES:
     METHODS.update(_entity_methods(_t))

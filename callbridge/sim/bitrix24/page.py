@@ -67,6 +67,28 @@ def render(state: dict[str, Any], now: float) -> str:
             for r in rows
         ]
 
+    names = {
+        (kind, str(r["ID"])): (
+            f"{r.get('NAME') or ''} {r.get('LAST_NAME') or ''}".strip() or r.get("TITLE", "")
+        )
+        for kind, key in (
+            ("lead", "leads"),
+            ("contact", "contacts"),
+            ("company", "companies"),
+            ("deal", "deals"),
+        )
+        for r in state[key]
+    }
+    comments = [
+        [
+            c["CREATED"],
+            f"{c['ENTITY_TYPE']} {c['ENTITY_ID']} "
+            f"{names.get((c['ENTITY_TYPE'], c['ENTITY_ID']), '')}".strip(),
+            users.get(int(c["AUTHOR_ID"] or 0), c["AUTHOR_ID"]),
+            c["COMMENT"],
+        ]
+        for c in reversed(state["comments"])
+    ]
     notes = [
         [iso_time(n["t"]), users.get(n["USER_ID"], n["USER_ID"]), n["MESSAGE"]]
         for n in reversed(state["notifications"])
@@ -97,6 +119,7 @@ document.getElementById("click").addEventListener("submit", async (e) => {{
 }});
 </script>
 {_table("Calls", ["started", "type", "number", "line", "user", "CRM", "state", "records"], calls)}
+{_table("Timeline comments", ["time", "CRM", "author", "comment"], comments)}
 {_table("Leads", ["ID", "name", "phones", "responsible"], people(state["leads"]))}
 {_table("Contacts", ["ID", "name", "phones", "responsible"], people(state["contacts"]))}
 {_table("Notifications", ["time", "to", "message"], notes)}

@@ -212,6 +212,9 @@ class PortalState:
     calls: dict[str, Call] = field(default_factory=dict)
     statistics: list[dict[str, Any]] = field(default_factory=list)
     activities: list[dict[str, Any]] = field(default_factory=list)
+    #: Timeline comments (``crm.timeline.comment.add``, §6.7), as ``crm.timeline.comment.list``
+    #: rows: ``ENTITY_TYPE`` lower-case, ids as strings.
+    comments: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     lines: list[Line] = field(default_factory=list)
@@ -263,6 +266,7 @@ class PortalState:
             "companies": list(self.entities["COMPANY"].values()),
             "deals": list(self.entities["DEAL"].values()),
             "activities": list(self.activities),
+            "comments": [dict(c) for c in self.comments],
             "tasks": list(self.tasks),
             "notifications": list(self.notifications),
             "lines": [

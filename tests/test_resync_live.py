@@ -1,0 +1,521 @@
+"""Resync after an AMI cut, against the simulator's live ``CoreShowChannels``, over real TCP.
+
+For every shared trace (both folders; not 13's failed login) and five cut points drawn with
+a per-trace fixed seed from the trace's own messages: the simulator replays the trace, the
+real :class:`AmiClient` reads it into a real :class:`CallTracker` through the consume loop
+of :meth:`CallPipeline.on_ami_item` (a snapshot on every ``Connected``, applied at the
+``SnapshotTaken`` marker with the Ping's time), the connection is cut after ``keep``
+messages — without a gap, or with one during which the PBX is unreachable and its timeline
+plays ``lost`` messages to nobody — and the client reconnects and resyncs from what is live
+in the simulator at that moment.
+
+Time: the simulator is paced (``speed`` 1) on a :class:`ManualClock` that only the test
+moves, rather than ``asap``. Under ``asap`` the timeline runs as fast as a reader drains
+it, so a ``drop_after_messages`` cut keeps playing into the dying session until the writer
+notices (an uncontrolled loss of up to a burst), and the Ping that dates a snapshot answers
+with the wall clock while the rebased event times run ahead of it. On the manual clock the
+timeline plays exactly what is due: the cut loses nothing unless a gap is asked for, a gap
+plays exactly the messages due within it (``gap_seconds``: the PBX refuses connections
+while its timeline runs on), and the PBX clock — the Ping's ``Timestamp`` — is the
+timeline's own time, as on a real Asterisk.
+
+What must hold after each run:
+
+* nothing stays open (``live_calls == 0``) and every call seen ended exactly once;
+* a call answered before the cut ends answered, by the right extension, at its real time;
+* a call whose channels all vanished during the gap ends at the resync time, noted so;
+* a call still up at the resync keeps its real end; a call wholly inside the gap is unseen;
+* with no gap at all, every call equals its truth (:func:`comparable`) — except that the
+  answer time may be the resync time when the answer's event had not arrived before the
+  cut while the snapshot already showed the answering device Up.
+
+The last test runs the whole pipeline to the Bitrix24 emulator: AMI dropped mid-call with a
+gap, then the simulated PBX restarted mid-call with other (re-keyed) calls; no card stays
+shown, every call is registered once and finished once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from callbridge.calls import CallEnded, CallEvent, CallSummary
+from callbridge.config import Config, PbxConfig, parse_config
+from callbridge.crm.bitrix24.adapter import Bitrix24Crm
+from callbridge.outbox.store import OutboxStore
+from callbridge.pbx.ami.client import (
+    AmiClient,
+    AmiError,
+    Connected,
+    Disconnected,
+    SnapshotTaken,
+)
+from callbridge.pbx.ami.framing import AmiMessage
+from callbridge.pbx.tracker.tracker import CallTracker
+from callbridge.pipeline import build_pipeline
+from callbridge.sim.asterisk.clock import ManualClock
+from callbridge.sim.asterisk.scenario import load_scenario
+from callbridge.sim.asterisk.server import AsteriskSimulator
+from callbridge.sim.asterisk.timeline import Timeline
+from callbridge.sim.asterisk.truth import comparable, expected_calls
+from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
+from tests.waiting import until
+
+TRACES = Path(__file__).parent / "traces"
+PLAIN = TRACES / "asterisk-22.10.1"
+PBX = PbxConfig()
+USER, SECRET = "cb", "pw"
+#: Unix time the simulated PBX clock starts at (its timeline's epoch).
+EPOCH = 1_800_000_000.0
+CUTS_PER_TRACE = 5
+#: Seconds of PBX time each cut of a trace stays unreachable (0: reconnect at once).
+GAPS = (0.0, 0.0, 0.4, 2.0, 6.0)
+#: After the last message of a trace, a gap may end this much later.
+TAIL = 2.0
+WITHIN = 15.0
+
+
+def trace_paths() -> list[Path]:
+    return sorted(
+        p
+        for folder in ("asterisk-22.10.1", "asterisk-22.10.1-freepbx")
+        for p in (TRACES / folder).glob("*.ami")
+        if not p.name.endswith(".failed-login.ami")
+    )
+
+
+# -- where to cut ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cut:
+    trace: Path
+    #: Messages the client reads before the connection is cut.
+    keep: int
+    #: Messages the timeline plays while the PBX is unreachable (0: no gap).
+    lost: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.trace.stem}-keep{self.keep}-lost{self.lost}"
+
+
+def _gap_edge(times: Sequence[float], index: int) -> tuple[float, float]:
+    """The pause between message ``index - 1`` and ``index`` (the end of the trace for
+    ``index == len(times)``): (its start, its length)."""
+    start = times[index - 1]
+    stop = times[index] if index < len(times) else start + TAIL
+    return start, stop - start
+
+
+def at_edge(times: Sequence[float], index: int, share: float) -> float:
+    """A position ``share`` of the way through the pause before message ``index``: the
+    clock parked there has played exactly ``index`` messages."""
+    start, length = _gap_edge(times, index)
+    return start + share * length
+
+
+def plan(trace: Path) -> list[Cut]:
+    """Five cuts at seeded places of ``trace``, each with one of :data:`GAPS`."""
+    times = load_scenario(trace).times
+    n = len(times)
+    # Only where time moves between two messages can a clock stop between them.
+    edges = [i for i in range(1, n) if times[i - 1] < times[i]]
+    rng = random.Random(trace.stem)
+    keeps = sorted(rng.sample(edges, CUTS_PER_TRACE))
+    gaps = list(GAPS)
+    rng.shuffle(gaps)
+    cuts = []
+    for keep, gap in zip(keeps, gaps, strict=True):
+        lost = 0
+        if gap > 0:
+            # Every message due within ``gap`` seconds of the cut, at least one, ending
+            # where time moves on.
+            until_t = at_edge(times, keep, 0.25) + gap
+            end = keep + 1
+            while end < n and (times[end] <= until_t or times[end - 1] == times[end]):
+                end += 1
+            lost = end - keep
+        cuts.append(Cut(trace, keep, lost))
+    return cuts
+
+
+ALL_CUTS = [cut for trace in trace_paths() for cut in plan(trace)]
+
+
+# -- the consumer: CallPipeline.on_ami_item with only the tracker behind it ---------------
+
+
+class Follower:
+    """The pipeline's consume loop over a real :class:`AmiClient`, feeding a tracker.
+
+    As :meth:`CallPipeline.on_ami_item`: every ``Connected`` asks for a snapshot (marked
+    in the stream), applied at its ``SnapshotTaken`` with the Ping's time.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.client = AmiClient(
+            "127.0.0.1",
+            port,
+            USER,
+            SECRET,
+            ping_interval=None,
+            reconnect_min=0.01,
+            reconnect_max=0.05,
+            action_timeout=5.0,
+        )
+        self.tracker = CallTracker(PBX)
+        #: Event messages read (FullyBooted, which the simulator makes itself, excluded).
+        self.received = 0
+        #: Asterisk time of each resync applied, in order.
+        self.resyncs: list[float] = []
+        self.disconnects = 0
+        self.ended: list[CallSummary] = []
+        self._snapshot: asyncio.Task[tuple[list[AmiMessage], float]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.client.start()
+        self._task = asyncio.create_task(self._consume())
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            await self._task
+        if self._snapshot is not None:
+            self._snapshot.cancel()
+
+    async def _consume(self) -> None:
+        async for item in self.client.events():
+            await self.on_item(item)
+
+    def _take(self, events: list[CallEvent]) -> None:
+        self.ended += [e.summary for e in events if isinstance(e, CallEnded)]
+
+    async def on_item(self, item: object) -> None:
+        if isinstance(item, Connected):
+            self._snapshot = asyncio.create_task(self.client.snapshot(mark_stream=True))
+        elif isinstance(item, SnapshotTaken):
+            task, self._snapshot = self._snapshot, None
+            if task is None:
+                return
+            try:
+                _, at = await task
+            except AmiError:
+                return  # the session died again; the next Connected asks anew
+            self._take(self.tracker.resync(item.items, at))
+            self.resyncs.append(at)
+        elif isinstance(item, Disconnected):
+            self.disconnects += 1
+        elif isinstance(item, AmiMessage):
+            if item.event != "FullyBooted":
+                self.received += 1
+            self._take(self.tracker.feed(item))
+
+
+def advance_to(clock: ManualClock, position: float) -> None:
+    """Move the PBX clock to ``position`` seconds of its timeline (started at 0)."""
+    assert position >= clock.monotonic()
+    clock.advance(position - clock.monotonic())
+
+
+def _timeline(sim: AsteriskSimulator) -> Timeline:
+    timeline = sim.timeline
+    assert timeline is not None, "nobody logged in yet"
+    return timeline
+
+
+async def _played(sim: AsteriskSimulator, count: int) -> None:
+    timeline = _timeline(sim)
+    await sim.wait_for(lambda: timeline.played >= count, limit=WITHIN)
+    assert timeline.played == count
+
+
+# -- one cut -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", ALL_CUTS, ids=[c.id for c in ALL_CUTS])
+async def test_resync_from_the_live_channels_after_a_cut(cut: Cut) -> None:
+    times = load_scenario(cut.trace).times
+    n = len(times)
+    clock = ManualClock(start=EPOCH)
+    sim = AsteriskSimulator(
+        username=USER,
+        secret=SECRET,
+        traces=[cut.trace],
+        speed=1.0,
+        rebase_time=True,
+        clock=clock,
+        auth_fail_delay=0,
+        salt=7,
+        expected_fn=expected_calls,
+    )
+    await sim.start("127.0.0.1", 0)
+    follower = Follower(sim.port)
+    try:
+        await follower.start()
+        await until(lambda: len(follower.resyncs) == 1, "the first snapshot applied", WITHIN)
+        # What is due at position 0 played at the login; nothing else until the clock moves.
+        at_zero = sum(1 for t in times if t <= 0.0)
+        await _played(sim, at_zero)
+        await until(lambda: follower.received == at_zero, "position 0 read", WITHIN)
+        assert cut.keep >= at_zero
+
+        if cut.lost == 0:
+            # Cut after exactly ``keep`` messages, counted from here.
+            sim.set_faults({"drop_after_messages": cut.keep - at_zero})
+            resume = at_edge(times, cut.keep, 0.5)
+            advance_to(clock, resume)
+            await until(lambda: follower.disconnects == 1, "the cut", WITHIN)
+            cut_at = resume
+        else:
+            cut_at = at_edge(times, cut.keep, 0.25)
+            advance_to(clock, cut_at)
+            await until(lambda: follower.received == cut.keep, f"{cut.keep} read", WITHIN)
+            back = cut.keep + cut.lost
+            gap_end = at_edge(times, back, 0.5)
+            sim.set_faults({"gap_seconds": gap_end - cut_at})  # cuts the session now
+            # The timeline plays the gap to nobody; the PBX is reachable again only after.
+            advance_to(clock, at_edge(times, back, 0.25))
+            await _played(sim, back)
+            resume = at_edge(times, back, 0.75)
+            advance_to(clock, resume)
+        await until(lambda: len(follower.resyncs) == 2, "the resync after the cut", WITHIN)
+        # Nothing in flight was lost in the cut: the client read exactly ``keep``.
+        assert follower.disconnects == 1
+        assert follower.received == cut.keep
+        advance_to(clock, max(resume, times[-1] + 1.0))
+        await until(
+            lambda: follower.received == n - cut.lost, "the rest of the trace read", WITHIN
+        )
+        expected = sim.expected()
+    finally:
+        await follower.close()
+        await sim.stop()
+
+    at = follower.resyncs[1]
+    # The Ping dates the snapshot with the PBX's clock: the timeline's own time.
+    assert at == pytest.approx(EPOCH + resume, abs=1e-5)
+    check(cut, follower, expected, cut_time=EPOCH + cut_at, at=at)
+
+
+def check(
+    cut: Cut,
+    follower: Follower,
+    expected: list[dict[str, Any]],
+    *,
+    cut_time: float,
+    at: float,
+) -> None:
+    tracker = follower.tracker
+    assert tracker.live_calls == 0 and tracker.open_calls() == [], tracker.open_calls()
+    ids = [s.linkedid for s in follower.ended]
+    assert len(ids) == len(set(ids)), f"a call ended twice: {ids}"
+    got = {s.linkedid: s for s in follower.ended}
+    for summary in follower.ended:
+        assert summary.result is not None and summary.end is not None, summary
+    assert expected, cut
+    for exp in expected:
+        where = f"{cut.id}: call {exp['linkedid']}"
+        actual = got.get(exp["linkedid"])
+        if cut.lost == 0:
+            assert actual is not None, f"{where}: never ended"
+            obj = comparable(actual.to_json_obj(), exp)
+            if exp["answer"] is not None and obj["answer"] == at and exp["answer"] >= at:
+                obj["answer"] = exp["answer"]  # answered while the client was away
+            assert obj == exp, where
+            assert actual.note is None, where
+            continue
+        if exp["start"] >= cut_time and exp["end"] <= at:
+            assert actual is None, f"{where}: wholly inside the gap, yet seen"
+            continue
+        assert actual is not None, f"{where}: never ended"
+        if exp["end"] < cut_time:
+            assert comparable(actual.to_json_obj(), exp) == exp, f"{where}: over before the cut"
+            continue
+        if exp["end"] <= at:
+            # Its channels vanished during the gap: it ends when the resync saw that.
+            assert actual.end == at, where
+            assert actual.note is not None and "gap" in actual.note, where
+        else:
+            assert actual.end == pytest.approx(exp["end"], abs=1e-6), where
+        if exp["answered"] and (exp["answer"] < cut_time or exp["end"] > at):
+            assert actual.answered and actual.result == "answered", where
+            assert actual.answered_by == exp["answered_by"], where
+        if exp["answer"] is not None and exp["answer"] < cut_time:
+            assert actual.answer == pytest.approx(exp["answer"], abs=1e-6), where
+    if cut.lost == 0:
+        assert sorted(got) == sorted(e["linkedid"] for e in expected), cut.id
+
+
+def test_cut_plan_covers_no_gap_and_gaps_in_every_trace() -> None:
+    traces = trace_paths()
+    assert len(traces) == 21
+    for trace in traces:
+        cuts = [c for c in ALL_CUTS if c.trace == trace]
+        assert len(cuts) == CUTS_PER_TRACE
+        assert sum(1 for c in cuts if c.lost == 0) >= 2
+        assert sum(1 for c in cuts if c.lost > 0) >= 2
+        assert plan(trace) == cuts  # seeded: the same cuts every run
+
+
+# -- the whole pipeline: AMI dropped and the PBX restarted, mid-call ----------------------
+
+
+@pytest.fixture
+async def portal() -> AsyncIterator[str]:
+    server = EmulatorServer(EmulatorOptions(webhook="1/x", rate=None))
+    base = await server.start("127.0.0.1", 0)
+    try:
+        yield base
+    finally:
+        await server.stop()
+
+
+async def _state(base: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{base}/_emulator/state")
+        resp.raise_for_status()
+        data: dict[str, Any] = resp.json()
+        return data
+
+
+def _config(port: int, base: str, tmp_path: Path) -> Config:
+    return parse_config(
+        {
+            "ami": {
+                "host": "127.0.0.1",
+                "port": port,
+                "username": USER,
+                "secret": SECRET,
+                "ping_interval": 30.0,
+                "reconnect_min": 0.05,
+                "reconnect_max": 0.2,
+            },
+            "bitrix24": {"webhook_url": f"{base}/rest/1/x/"},
+            "store": {"path": str(tmp_path / "cb.sqlite3")},
+        },
+        {},
+    )
+
+
+def _sim(traces: list[Path], clock: ManualClock, port: int, salt: int) -> AsteriskSimulator:
+    return AsteriskSimulator(
+        username=USER,
+        secret=SECRET,
+        traces=traces,
+        speed=1.0,
+        rebase_time=True,
+        clock=clock,
+        auth_fail_delay=0,
+        salt=salt,
+        expected_fn=expected_calls,
+    )
+
+
+def _merged_times(traces: list[Path]) -> list[float]:
+    return sorted(t for trace in traces for t in load_scenario(trace).times)
+
+
+async def test_ami_dropped_and_pbx_restarted_mid_call_leave_no_card_open(
+    portal: str, tmp_path: Path
+) -> None:
+    first = [PLAIN / "01-inbound-answered.ami", PLAIN / "05-inbound-queue-answered.ami"]
+    second = [PLAIN / "06-outbound-answered.ami", PLAIN / "02-inbound-missed.ami"]
+    clock = ManualClock(start=time.time())
+    sim = _sim(first, clock, 0, salt=11)
+    await sim.start("127.0.0.1", 0)
+    port = sim.port
+    config = _config(port, portal, tmp_path)
+    store = OutboxStore.open(tmp_path / "cb.sqlite3", time.time)
+    crm = Bitrix24Crm.from_config(config.bitrix24)
+    pipeline = build_pipeline(config, crm, store)
+    stop = asyncio.Event()
+    run = asyncio.create_task(pipeline.run(stop))
+    sim2: AsteriskSimulator | None = None
+    try:
+        await until(lambda: pipeline.stats.resyncs == 1, "first snapshot applied", WITHIN)
+        timeline = _timeline(sim)
+        by_id = {c["linkedid"]: c for c in sim.expected()}
+        assert len(by_id) == 2
+        a, b = sorted(by_id.values(), key=lambda c: c["end"])
+        # ``a`` (05, queue) ends first; ``b`` (01) lasts longer. Both answered by then:
+        times = _merged_times(first)
+        epoch = timeline.epoch
+        answered = max(a["answer"], b["answer"]) - epoch
+
+        def edge_after(position: float) -> int:
+            return next(i for i, t in enumerate(times) if t > position)
+
+        cut = edge_after(answered + 0.5)
+        cut_at = at_edge(times, cut, 0.25)
+        advance_to(clock, cut_at)
+        await until(
+            # ``ami_messages`` also counts the simulator's own FullyBooted.
+            lambda: pipeline.stats.ami_messages - 1 == timeline.played == cut,
+            "cut point",
+            WITHIN,
+        )
+
+        async def shown_both() -> bool:
+            calls = (await _state(portal))["calls"]
+            return len(calls) == 2 and all(c["shown_now"] for c in calls)
+
+        await until(shown_both, "both calls carded in the portal", WITHIN)
+
+        # AMI dropped mid-call; ``a`` hangs up while the PBX is unreachable.
+        back = edge_after(a["end"] - epoch)
+        assert b["end"] - epoch > times[back - 1]
+        gap_end = at_edge(times, back, 0.5)
+        sim.set_faults({"gap_seconds": gap_end - cut_at})
+        advance_to(clock, at_edge(times, back, 0.25))
+        await _played(sim, back)
+        advance_to(clock, at_edge(times, back, 0.75))
+        await until(lambda: pipeline.stats.resyncs == 2, "resync after the drop", WITHIN)
+        assert pipeline.tracker.live_calls == 1  # ``b`` goes on; ``a`` ended at the resync
+
+        # The PBX restarts while ``b`` is still up: new ids, other calls, nothing of ``b``.
+        await sim.stop()
+        clock2 = ManualClock(start=clock.time() + 5.0)
+        sim2 = _sim(second, clock2, port, salt=12)
+        await sim2.start("127.0.0.1", port)
+        await until(lambda: pipeline.stats.resyncs == 3, "resync after the restart", WITHIN)
+        advance_to(clock2, max(_merged_times(second)) + 1.0)
+        await sim2.wait_for(lambda: bool(sim2 and sim2.status()["finished"]), limit=WITHIN)
+
+        async def settled() -> bool:
+            calls = (await _state(portal))["calls"]
+            return (
+                len(calls) == 4
+                and all(c["finished"] for c in calls)
+                and pipeline.outbox.depth() == 0
+                and pipeline.tracker.live_calls == 0
+            )
+
+        await until(settled, "four calls finished in the portal", 30.0)
+        state = await _state(portal)
+    finally:
+        stop.set()
+        await run
+        await crm.close()
+        store.close()
+        await sim.stop()
+        if sim2 is not None:
+            await sim2.stop()
+
+    calls = state["calls"]
+    assert len(calls) == 4, calls
+    for call in calls:
+        methods = [h["method"] for h in call["history"]]
+        assert methods.count("telephony.externalcall.register") == 1, methods
+        assert methods.count("telephony.externalcall.finish") == 1, methods
+        assert call["shown_now"] == [], call  # no card left open
+    assert pipeline.stats.calls_seen == 4 and pipeline.stats.calls_ended == 4
