@@ -20,6 +20,16 @@ resync feeding the calls in progress), so it never shows a card twice or registe
 A *late* event (``at`` more than ``late_after`` seconds behind the newest AMI time seen)
 belongs to a call being replayed after an outage: it never produces a ``show``.
 
+What the engine knows of a call it has not finished (who rang, who answered and when,
+the holder, transfers, recordings) is stored with the call's operations (the outbox's
+``outbox_calls``) and forgotten with its ``finish``. A restarted engine therefore finishes
+a call that spans the restart with its real answer time and recordings, and
+:meth:`Engine.end_orphans` — called by the pipeline after each ``CoreShowChannels``
+resync — finishes the calls that ended while nobody was watching: not live in the
+snapshot, never finished in the outbox. Their end is the snapshot's time (the real end
+lies between the last event a process saw and it), and an unanswered one says in
+``FAILED_REASON`` that it ended while callbridge was down.
+
 Calls callbridge originated itself (click-to-call, website callback) carry the ``CALL_ID``
 the portal (or the callback action) already registered in a tag: they are never
 registered again and always finished, whatever the rules would say about the call
@@ -33,8 +43,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from callbridge import rules
@@ -50,6 +60,8 @@ from callbridge.calls import (
     Direction,
     RecordingKnown,
     RingingChanged,
+    Transfer,
+    TransferType,
 )
 from callbridge.crm.base import CrmOperation, OperationKind, ResultRef
 from callbridge.outbox.store import OutboxEntry, OutboxStore
@@ -61,6 +73,9 @@ __all__ = ["Engine"]
 log = logging.getLogger(__name__)
 
 _CALL_ID_REF = ResultRef("register", "CALL_ID")
+
+#: Why a call is finished at a resync without having been seen to end.
+ORPHAN_NOTE = "ended while callbridge was down"
 
 
 @dataclass(slots=True)
@@ -76,6 +91,18 @@ class _Call:
     recordings: list[str] = field(default_factory=list)
     rang: list[str] = field(default_factory=list)
     answered_at: float | None = None
+    answered_by: str | None = None
+    final_operator: str | None = None
+    transfers: list[Transfer] = field(default_factory=list)
+    #: The facts last written to the outbox (``None``: none stored).
+    saved: dict[str, Any] | None = None
+    #: ``answered_at`` came from the store: a resynced tracker only knows a later time.
+    answer_stored: bool = False
+    #: From a restart: the stored register (its params and meta) and a portal ``CALL_ID``
+    #: the call's cards were sent with (click-to-call).
+    register_params: Mapping[str, Any] = field(default_factory=dict)
+    register_meta: Mapping[str, Any] = field(default_factory=dict)
+    crm_call_id: str | None = None
 
 
 class Engine:
@@ -90,6 +117,8 @@ class Engine:
         self._newest = float("-inf")
         self._warned: set[str] = set()
         self._own_originate: Callable[[CallStarted], bool] = _never
+        #: Facts to write with this event's operations (``None``: forget the call).
+        self._facts: dict[str, dict[str, Any] | None] = {}
 
     def set_own_originates(self, predicate: Callable[[CallStarted], bool]) -> None:
         """Tell the engine which channel-less calls are failed Originates of our own
@@ -109,6 +138,7 @@ class Engine:
         self._newest = max(self._newest, event.at)
         if event.call_id in self._absorbed:
             return []
+        self._facts = {}
         call = self._call(event.call_id)
         late = event.at < self._newest - self._settings.late_after
         entries: list[OutboxEntry]
@@ -126,12 +156,95 @@ class Engine:
             entries = self._merged(call, event)
         else:
             entries = self._ended(call, event)
-        if entries:
-            self._outbox.add(entries)
+        self._note_facts(call)
+        if entries or self._facts:
+            self._outbox.add(entries, self._facts)
         if call.ended:
             # The outbox remembers the rest; keep memory bounded.
             self._calls.pop(call.call_id, None)
         return entries
+
+    def end_orphans(self, live: Collection[str], at: float) -> list[OutboxEntry]:
+        """Finish the calls that ended unseen: taken on (registered, or facts stored), not
+        finished, not ``live`` (the call ids in the PBX's channel snapshot) and not open
+        here (a call this process follows may have moved to another linkedid). Called
+        after the tracker's resync was handled; ``at`` is the snapshot's Asterisk time.
+        """
+        self._newest = max(self._newest, at)
+        written: list[OutboxEntry] = []
+        for call_id in self._outbox.unfinished_calls():
+            if call_id in live or call_id in self._absorbed:
+                continue
+            known = self._calls.get(call_id)
+            if known is not None and not known.ended:
+                continue  # open in this process: the tracker still follows it
+            call = self._restore(call_id)
+            if call.ended:
+                continue
+            self._facts = {}
+            summary = self._orphan_summary(call, at)
+            entries = self._ended(call, CallEnded(call_id, at, summary), note=ORPHAN_NOTE)
+            self._note_facts(call)
+            self._outbox.add(entries, self._facts)
+            log.warning(
+                "call %s ended while callbridge was down: finished at the resync (%s)",
+                call_id,
+                "answered" if summary.answered else "not answered",
+            )
+            written += entries
+        return written
+
+    def _orphan_summary(self, call: _Call, at: float) -> CallSummary:
+        """What the store knows of a call that ended unseen, as if it ended at ``at``."""
+        started = call.started
+        if started is None:  # a register stored before facts were kept
+            call_type = _int(call.register_params.get("TYPE"))
+            inbound = call_type in (2, 3)
+            direction = Direction.INBOUND if inbound else Direction.OUTBOUND
+            started = CallStarted(call.call_id, at, direction, None, None, None)
+        answered = call.answered_at is not None
+        if answered:
+            result = CallResult.ANSWERED
+        elif started.direction is Direction.INBOUND:
+            result = CallResult.MISSED
+        else:
+            result = CallResult.NOT_ANSWERED
+        return CallSummary(
+            linkedid=call.call_id,
+            direction=started.direction,
+            external_number=started.external_number,
+            did=started.did,
+            operator=started.operator,
+            rang=list(call.rang),
+            answered=answered,
+            answered_by=call.answered_by,
+            answered_on=None,
+            final_operator=call.final_operator,
+            result=result,
+            transfers=list(call.transfers),
+            start=started.at,
+            answer=call.answered_at,
+            end=max(at, call.answered_at or at, started.at),
+            recordings=list(call.recordings),
+            hangup_cause=None,
+            tags=dict(started.tags),
+            note=ORPHAN_NOTE,
+        )
+
+    # -- facts kept in the store --------------------------------------------------------
+
+    def _note_facts(self, call: _Call) -> None:
+        """Queue the call's facts for writing when they changed (or forgetting them)."""
+        keep = not call.ended and call.started is not None and not isinstance(call.decision, Skip)
+        if not keep:
+            if call.saved is not None:
+                self._facts[call.call_id] = None
+                call.saved = None
+            return
+        facts = _facts_of(call)
+        if facts != call.saved:
+            self._facts[call.call_id] = facts
+            call.saved = facts
 
     # -- state --------------------------------------------------------------------------
 
@@ -147,8 +260,12 @@ class Engine:
             if op.kind is OperationKind.REGISTER_CALL:
                 call.registered = True
                 call.holder = _int(op.params.get("USER_ID"))
+                call.register_params = op.params
+                call.register_meta = op.meta
             elif op.kind in (OperationKind.SHOW_CALL, OperationKind.HIDE_CALL):
                 call.steps += 1
+                if isinstance(op.params.get("CALL_ID"), str):
+                    call.crm_call_id = str(op.params["CALL_ID"])
                 if op.status in ("skipped", "failed", "dropped"):
                     continue
                 for user in _users(op.params.get("USER_ID")):
@@ -160,6 +277,9 @@ class Engine:
                 call.ended = True
             elif op.kind is OperationKind.ATTACH_RECORD:
                 call.recordings.append(str(op.params.get("RECORD_PATH", "")))
+        facts = self._outbox.call_facts(call_id)
+        if facts is not None and not call.ended:
+            _apply_facts(call, facts)
         return call
 
     def _decide(self, call: _Call, callee: str | None = None) -> Registration | Skip:
@@ -203,6 +323,8 @@ class Engine:
         decision = call.decision
         if isinstance(decision, Registration) and decision.crm_call_id:
             return decision.crm_call_id
+        if call.crm_call_id and not call.register_params:
+            return call.crm_call_id
         return _CALL_ID_REF
 
     # -- operations ---------------------------------------------------------------------
@@ -307,6 +429,9 @@ class Engine:
         if call.started is None or call.ended:
             return []
         call.answered_at = call.answered_at or event.at
+        if call.answered_by is None:
+            call.answered_by = event.extension
+        call.final_operator = event.extension
         if not call.registered:
             if isinstance(self._decide(call, event.extension), Skip):
                 return []
@@ -323,7 +448,12 @@ class Engine:
         return entries
 
     def _transferred(self, call: _Call, event: CallTransferred) -> list[OutboxEntry]:
-        if call.started is None or call.ended or not call.registered:
+        if call.started is None or call.ended:
+            return []
+        call.transfers.append(event.transfer)
+        if event.transfer.to_extension:
+            call.final_operator = event.transfer.to_extension
+        if not call.registered:
             return []
         transferer = rules.user_for_extension(
             self._settings, self._directory, event.transfer.from_extension
@@ -364,6 +494,8 @@ class Engine:
         absorbed = self._calls.pop(event.absorbed_call_id, None)
         if absorbed is None:
             absorbed = self._restore(event.absorbed_call_id)
+        # The survivor carries the story on; the absorbed call's facts are not an orphan.
+        self._facts[absorbed.call_id] = None
         if not absorbed.registered or absorbed.ended:
             return []
         # Rare (internal calls registered): the absorbed record is closed so no card stays.
@@ -387,6 +519,13 @@ class Engine:
         meta: dict[str, Any] = {}
         if isinstance(decision, Registration) and not decision.crm_call_id:
             meta = {"external_call_id": decision.external_call_id, "phone": decision.phone}
+        elif decision is None and call.register_meta.get("external_call_id"):
+            # Restored after a restart: the stored register knows the ids to look up.
+            meta = {
+                k: call.register_meta[k]
+                for k in ("external_call_id", "phone")
+                if k in call.register_meta
+            }
         if (
             summary is not None
             and not summary.answered
@@ -398,10 +537,19 @@ class Engine:
                 meta["priority"] = list(self._settings.registration_priority)
         return meta
 
-    def _ended(self, call: _Call, event: CallEnded) -> list[OutboxEntry]:
+    def _ended(self, call: _Call, event: CallEnded, note: str | None = None) -> list[OutboxEntry]:
         if call.ended:
             return []
         summary = event.summary
+        if (
+            call.answer_stored
+            and call.answered_at is not None
+            and summary.answered
+            and (summary.answer is None or call.answered_at < summary.answer)
+        ):
+            # Answered before a restart: the resynced tracker dates the answer at its
+            # snapshot; the stored time is the real one (talk seconds stay exact).
+            summary = replace(summary, answer=call.answered_at)
         if call.started is None:
             call.started = CallStarted(
                 call.call_id,
@@ -437,7 +585,8 @@ class Engine:
             "ADD_TO_CHAT": int(self._settings.add_to_chat),
         }
         if summary.result is not CallResult.ANSWERED and summary.result is not None:
-            params["FAILED_REASON"] = str(summary.result)
+            reason = str(summary.result)
+            params["FAILED_REASON"] = f"{reason}: {note}" if note else reason
         legs = rules.transfer_legs(self._settings, summary)
         finish = CrmOperation(call.call_id, "finish", OperationKind.FINISH_CALL, params)
         meta = self._finish_meta(call, summary)
@@ -480,6 +629,70 @@ def _legs_comment(call_id: str, legs: str) -> OutboxEntry:
 
 def _never(_started: CallStarted) -> bool:
     return False
+
+
+def _facts_of(call: _Call) -> dict[str, Any]:
+    """The facts of a call as stored (JSON); the inverse of :func:`_apply_facts`."""
+    started = call.started
+    assert started is not None
+    return {
+        "started": {
+            "at": started.at,
+            "direction": started.direction.value,
+            "external_number": started.external_number,
+            "did": started.did,
+            "operator": started.operator,
+            "tags": dict(started.tags),
+        },
+        "rang": list(call.rang),
+        "answered_at": call.answered_at,
+        "answered_by": call.answered_by,
+        "final_operator": call.final_operator,
+        "holder": call.holder,
+        "transfers": [
+            {
+                "type": t.type.value,
+                "from": t.from_extension,
+                "to": t.to_extension,
+                "at": t.at,
+            }
+            for t in call.transfers
+        ],
+        "recordings": list(call.recordings),
+    }
+
+
+def _apply_facts(call: _Call, facts: Mapping[str, Any]) -> None:
+    """Fill a restored call from its stored facts (what its operations cannot tell)."""
+    started = facts.get("started")
+    if isinstance(started, dict):
+        call.started = CallStarted(
+            call.call_id,
+            float(started["at"]),
+            Direction(started["direction"]),
+            started.get("external_number"),
+            started.get("did"),
+            started.get("operator"),
+            {str(k): str(v) for k, v in (started.get("tags") or {}).items()},
+        )
+    call.rang = [str(e) for e in facts.get("rang") or []]
+    answered_at = facts.get("answered_at")
+    if isinstance(answered_at, int | float):
+        call.answered_at = float(answered_at)
+        call.answer_stored = True
+    call.answered_by = facts.get("answered_by")
+    call.final_operator = facts.get("final_operator")
+    holder = _int(facts.get("holder"))
+    if holder is not None:
+        call.holder = holder
+    call.transfers = [
+        Transfer(TransferType(t["type"]), t.get("from"), t.get("to"), float(t["at"]))
+        for t in facts.get("transfers") or []
+    ]
+    for path in facts.get("recordings") or []:
+        if path not in call.recordings:
+            call.recordings.append(str(path))
+    call.saved = dict(facts)
 
 
 def _finish_only(started: CallStarted, crm_call_id: str, settings: RuleSettings) -> Registration:

@@ -6,7 +6,9 @@ build a :class:`CallPipeline` and run it next to the web server. Three tasks:
 * **consume**: takes what the AMI client's reader queued (the reader never waits on us),
   feeds the tracker, hands every call event to the engine, which writes outbox rows. On
   every (re)connection it first rebuilds the calls in progress from ``CoreShowChannels``
-  (calls that started before callbridge did, or that changed during a gap);
+  (calls that started before callbridge did, or that changed during a gap), then has the
+  engine finish the calls the outbox took on that are no longer live — those that ended
+  while callbridge was down or disconnected, which no event will ever end;
 * **dispatch**: the outbox dispatcher sends what is due to the CRM, in order per call;
 * **users**: refreshes the extension → user directory from the CRM now and then.
 
@@ -58,6 +60,8 @@ class PipelineStats:
     calls_seen: int = 0
     calls_ended: int = 0
     resyncs: int = 0
+    #: Calls finished at a resync because they ended while nobody was watching.
+    orphans_ended: int = 0
     ami_connected: bool = False
     ami_last_error: str | None = None
     users_loaded: bool = False
@@ -190,6 +194,24 @@ class CallPipeline:
                         self._note_extension(ext)
             self.engine.handle(event)
 
+    def _end_orphans(self, items: list[AmiMessage], at: float) -> None:
+        """Finish what the outbox took on and the PBX no longer has.
+
+        Live is what the snapshot shows (a fresh tracker names calls by ``Linkedid``) plus
+        what the engine still follows: a call the tracker kept under its own id after its
+        channels moved to another linkedid is live, not an orphan.
+        """
+        live = {m.get("Linkedid") or m.get("Uniqueid") or "" for m in items}
+        entries = self.engine.end_orphans(live, at)
+        ended = {e.op.call_key for e in entries}
+        if ended:
+            self.stats.orphans_ended += len(ended)
+            log.warning(
+                "resync: %d calls ended while callbridge was not watching; finished at %.3f",
+                len(ended),
+                at,
+            )
+
     def _note_extension(self, extension: str) -> None:
         if extension in self._extensions_seen or not self.stats.users_loaded:
             return
@@ -233,6 +255,7 @@ class CallPipeline:
             self.stats.resyncs += 1
             log.info("resync: %d channels live at Asterisk time %.3f", len(item.items), at)
             self._handle(self.tracker.resync(item.items, at))
+            self._end_orphans(item.items, at)
         elif isinstance(item, Disconnected):
             self.stats.ami_connected = False
             self.stats.ami_last_error = item.reason

@@ -222,6 +222,7 @@ def test_blind_transfer_101_to_103_moves_the_card(story: Story) -> None:
         ("hide.2", [11]),
         ("show.3", [13]),
         ("finish", 13),
+        ("legs", None),
     ]
     finish = story.store.find("c1", "finish")
     assert finish is not None

@@ -94,7 +94,8 @@ async def http(port: int, method: str, path: str, body: Any = None) -> tuple[int
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     data = b"" if body is None else json.dumps(body).encode()
     writer.write(
-        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
         + data
     )
     async with asyncio.timeout(LIMIT):

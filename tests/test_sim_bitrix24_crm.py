@@ -312,3 +312,17 @@ async def test_s6_7_timeline_comment_list_needs_the_entity(portal: Portal) -> No
     assert envelope(
         await portal.rest("crm.timeline.comment.list", {"filter": {"ENTITY_TYPE": "deal"}})
     ) == (400, "", "ENTITY_ID and ENTITY_TYPE are required in the filter.")
+
+
+async def test_s6_7_timeline_comment_files_are_base64_pairs(portal: Portal) -> None:
+    fields = {"ENTITY_ID": 1, "ENTITY_TYPE": "company", "COMMENT": "with a file"}
+    bad = {**fields, "FILES": [["a.txt", "not base64!"]]}
+    assert envelope(await portal.rest("crm.timeline.comment.add", {"fields": bad})) == (
+        400,
+        "INVALID_ARG_VALUE",
+        "File a.txt is not Base64",
+    )
+    good = {**fields, "FILES": [["a.txt", "aGVsbG8="]]}
+    await portal.result("crm.timeline.comment.add", {"fields": good})
+    [comment] = (await portal.state())["comments"]
+    assert [(f["name"], f["size"]) for f in comment["FILES"].values()] == [("a.txt", 5)]

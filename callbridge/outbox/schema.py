@@ -7,7 +7,11 @@
 - ``(call_key, seq)`` is unique: the per-call order an operation waits on;
 - ``lease_until`` marks work a dispatcher took; an expired lease is work a dead process
   left behind, taken back with its outcome unknown;
-- ``outbox_attempts`` is an append-only log (updates are refused by a trigger).
+- ``outbox_attempts`` is an append-only log (updates are refused by a trigger);
+- ``outbox_calls`` holds what the engine knows of each call it has not finished yet (who
+  rang, who answered and when, transfers, recordings), written in the same transaction
+  as the call's operations and deleted with its ``finish``, so a restarted engine can
+  finish a call that ended while no process was watching it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ BEFORE UPDATE ON outbox_attempts
 BEGIN
     SELECT RAISE(ABORT, 'outbox_attempts is append-only');
 END;
+
+CREATE TABLE IF NOT EXISTS outbox_calls (
+    call_key    TEXT PRIMARY KEY,
+    facts       TEXT NOT NULL,
+    updated_at  REAL NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS outbox_state (
     name  TEXT PRIMARY KEY,

@@ -142,14 +142,31 @@ class OutboxStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def add(self, entries: Iterable[OutboxEntry | CrmOperation]) -> int:
+    def add(
+        self,
+        entries: Iterable[OutboxEntry | CrmOperation],
+        facts: Mapping[str, Mapping[str, Any] | None] | None = None,
+    ) -> int:
         """Write operations (in order) after the existing ones of their call.
 
-        A ``(call_key, key)`` already present is left as it is. Returns how many were new.
+        A ``(call_key, key)`` already present is left as it is. ``facts``: what the engine
+        knows of calls (``None`` forgets a call), written in the same transaction, so the
+        operations and the knowledge they came from never disagree after a crash.
+        Returns how many operations were new.
         """
         now = self._clock()
         added = 0
         with self._tx():
+            for call_key, value in (facts or {}).items():
+                if value is None:
+                    self._conn.execute("DELETE FROM outbox_calls WHERE call_key = ?", (call_key,))
+                else:
+                    self._conn.execute(
+                        "INSERT INTO outbox_calls (call_key, facts, updated_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT (call_key) DO UPDATE SET facts = excluded.facts, "
+                        "updated_at = excluded.updated_at",
+                        (call_key, json.dumps(dict(value), sort_keys=True), now),
+                    )
             for item in entries:
                 entry = item if isinstance(item, OutboxEntry) else OutboxEntry(item)
                 op = entry.op
@@ -189,6 +206,33 @@ class OutboxStore:
             "SELECT * FROM outbox_ops WHERE call_key = ? ORDER BY seq", (call_key,)
         ).fetchall()
         return [_row(r) for r in rows]
+
+    def call_facts(self, call_key: str) -> dict[str, Any] | None:
+        """What the engine stored about an unfinished call (``None``: nothing)."""
+        row = self._conn.execute(
+            "SELECT facts FROM outbox_calls WHERE call_key = ?", (call_key,)
+        ).fetchone()
+        if row is None:
+            return None
+        value = json.loads(row[0])
+        return value if isinstance(value, dict) else None
+
+    def unfinished_calls(self) -> list[str]:
+        """Calls the engine took on and has not finished: a ``register`` that did not fail
+        for good, or stored facts — and no ``finish`` row at all. Oldest first."""
+        rows = self._conn.execute(
+            "SELECT call_key FROM ("
+            " SELECT call_key, MIN(id) AS first FROM outbox_ops"
+            " WHERE kind = ? AND status NOT IN ('failed', 'skipped', 'dropped')"
+            " GROUP BY call_key"
+            " UNION ALL"
+            " SELECT call_key, NULL FROM outbox_calls"
+            ") AS taken WHERE NOT EXISTS ("
+            " SELECT 1 FROM outbox_ops f WHERE f.call_key = taken.call_key AND f.kind = ?)"
+            " GROUP BY call_key ORDER BY MIN(COALESCE(first, 0)), call_key",
+            (OperationKind.REGISTER_CALL.value, OperationKind.FINISH_CALL.value),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def find(self, call_key: str, key: str) -> StoredOp | None:
         row = self._conn.execute(
@@ -473,6 +517,12 @@ class OutboxStore:
                 " HAVING SUM(status NOT IN ('done', 'skipped')) = 0"
                 " AND MAX(COALESCE(finished_at, updated_at)) < ?)",
                 (now - retention,),
+            )
+            # Facts outlive their call only after a crash between finish and forgetting.
+            self._conn.execute(
+                "DELETE FROM outbox_calls WHERE call_key IN "
+                "(SELECT call_key FROM outbox_ops WHERE kind = ?)",
+                (OperationKind.FINISH_CALL.value,),
             )
         return cur.rowcount
 

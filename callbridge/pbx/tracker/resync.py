@@ -19,7 +19,7 @@ from .channel_events import hangup
 from .channels import Chan, Kind, int_or_none
 from .decisions import end, maybe_start, update_ringing
 from .dialing import evaluate_answers
-from .linking import relink
+from .linking import chan_of
 from .state import Call
 
 __all__ = ["rebuild"]
@@ -72,19 +72,18 @@ def rebuild(b: Book, snapshot_items: list[AmiMessage], at: float) -> list[CallEv
 
 
 def _adopt_item(b: Book, item: AmiMessage, at: float) -> Chan | None:
+    """The channel a snapshot item describes, as any event's block would find it.
+
+    A channel we did not know is adopted as created ``Duration`` before ``at``.
+    """
     uid = item.get("Uniqueid") or ""
-    chan = b.chans.get(uid)
-    linkedid = item.get("Linkedid") or uid
-    if chan is not None:
-        if linkedid != chan.linkedid:
-            relink(b, chan, linkedid, at)
+    known = uid in b.chans or uid in b.recent
+    created = at if known else at - _duration(item.get("Duration"))
+    chan = chan_of(b, item, created)
+    if chan is None or known:
         return chan
-    if uid in b.recent:
-        return None
-    created = at - _duration(item.get("Duration"))
-    chan = b.new_chan(item, uid, linkedid, created)
     call = b.calls[chan.call_id]
-    if uid == linkedid and chan.kind is not Kind.LOCAL:
+    if uid == chan.linkedid and chan.kind is not Kind.LOCAL:
         call.root = uid  # the channel that started the linkedid is the first one
     if created < call.start:
         call.start = created
