@@ -329,6 +329,8 @@ def _outbox_probe(pipeline: CallPipeline, clock: Clock) -> Probe:
             "ami_messages": stats.ami_messages,
             "resyncs": stats.resyncs,
             "users_loaded": stats.users_loaded,
+            "orphans_ended": stats.orphans_ended,
+            "dispatch_errors": pipeline.dispatcher.crashes,
         }
         problems: list[str] = []
         if paused:

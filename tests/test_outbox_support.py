@@ -64,7 +64,7 @@ class PortalCrm(CrmPort):
         self.clock = clock
         self.calls: dict[str, PortalCall] = {}
         self._ids = itertools.count(1)
-        self.fault: str | None = None  # "down" | "lost_answer" | "auth"
+        self.fault: str | None = None  # "down" | "lost_answer" | "auth" | "bug"
         self.fault_times = 0  # how many execute() calls the fault lasts (0 = until cleared)
         self.refuse_users: set[int] = set()
         self.entities: dict[str, list[CrmEntity]] = {}
@@ -95,6 +95,9 @@ class PortalCrm(CrmPort):
             raise CrmError(
                 ErrorKind.AUTH, "expired_token", "The access token provided has expired."
             )
+        if fault == "bug":
+            # Not a CRM answer at all: what an unexpected exception in an adapter looks like.
+            raise RuntimeError("adapter bug")
         results: list[OperationResult] = []
         done: dict[tuple[str, str], Mapping[str, Any]] = {}
         for op in operations:

@@ -119,9 +119,14 @@ class Dispatcher:
         self._entity_lookup = entity_lookup
         self._wake = asyncio.Event()
         self._last_purge = float("-inf")
+        #: Set by ``_resolve`` when it answers BLOCKED: what is awaited and until when.
+        self._blocked_on = ""
+        self._blocked_until = 0.0
         store.listeners.append(self.wake)
         #: Rounds that sent an ``execute()`` (for tests and metrics).
         self.executes = 0
+        #: Rounds that failed with an unexpected exception (shown on /health).
+        self.crashes = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -149,8 +154,14 @@ class Dispatcher:
         """Dispatch until ``stop`` is set; wake early when operations are added."""
         while not stop.is_set():
             self._wake.clear()
-            if await self.run_once():
-                continue
+            try:
+                if await self.run_once():
+                    continue
+            except Exception:
+                # A bug or a broken store must not silently end delivery: log it, wait as
+                # when idle (leases bring back whatever was in flight), and go on.
+                self.crashes += 1
+                log.exception("outbox: dispatch round failed; trying again")
             await self._idle(stop)
 
     async def _idle(self, stop: asyncio.Event) -> None:
@@ -201,7 +212,8 @@ class Dispatcher:
                 continue
             try:
                 prepared = await self._prepare(op, in_batch.get(op.call_key, set()))
-            except CrmError as err:
+            except Exception as exc:
+                err = exc if isinstance(exc, CrmError) else self._unexpected(exc)
                 blocked.add(op.call_key)
                 self._after_error(op, err, now, maybe_sent=False)
                 moved += 1
@@ -212,7 +224,8 @@ class Dispatcher:
                 continue
             if prepared is _Prep.BLOCKED:
                 blocked.add(op.call_key)
-                self._store.release([op.id], "waiting on an earlier operation", now + 1.0)
+                why = f"waiting on {self._blocked_on} of its call"
+                self._store.release([op.id], why, self._blocked_until)
             elif prepared is _Prep.NEXT_ROUND:
                 # Ready as soon as this round's answer is stored: the next round takes it.
                 blocked.add(op.call_key)
@@ -230,7 +243,8 @@ class Dispatcher:
         self.executes += 1
         try:
             results = await self._crm.execute([prepared for _, prepared in batch])
-        except CrmError as err:
+        except Exception as exc:
+            err = exc if isinstance(exc, CrmError) else self._unexpected(exc)
             if err.kind is ErrorKind.AUTH:
                 self._pause(err, now)
                 self._store.release([op.id for op, _ in batch], f"paused: {err}")
@@ -275,6 +289,13 @@ class Dispatcher:
                 self._after_error(op, error, now, maybe_sent=error.kind is ErrorKind.RETRYABLE)
         return len(batch)
 
+    def _unexpected(self, exc: Exception) -> CrmError:
+        """An exception that is not a CRM answer (a bug): logged, counted, and handled as
+        an outage of unknown outcome, so the operation is retried, never dropped."""
+        self.crashes += 1
+        log.error("outbox: unexpected %s while sending", type(exc).__name__, exc_info=exc)
+        return CrmError(ErrorKind.RETRYABLE, "UNEXPECTED", f"{type(exc).__name__}: {exc}")
+
     def _after_error(self, op: StoredOp, error: CrmError, now: float, maybe_sent: bool) -> None:
         if error.kind is ErrorKind.AUTH:
             self._pause(error, now)
@@ -285,8 +306,10 @@ class Dispatcher:
             log.error("outbox op %s (%s/%s) failed: %s", op.id, op.call_key, op.key, error)
             self._store.fail(op.id, error, SKIP_AFTER_FAILURE.get(op.kind, ()))
         else:
-            unknown = maybe_sent and op.kind in _CHECK_LOST
-            self._store.retry_later(op.id, error, at, unknown)
+            # Any operation that may have been applied is marked so: a register/finish is
+            # looked up before it is sent again, and a show that may be on screen keeps
+            # the call's hides from being skipped.
+            self._store.retry_later(op.id, error, at, maybe_sent)
 
     # -- preparing ----------------------------------------------------------------------------
 
@@ -348,6 +371,18 @@ class Dispatcher:
             self._store.skip(op.id, f"skipped: needs {value.key}, which is {what}")
             return _Prep.SKIPPED
         if target.status != "done":
+            # Try again when the dependency may be done: when its own retry (the
+            # ``[outbox]`` policy) comes due, or — in flight elsewhere — after the
+            # policy's first delay. Never a fixed hold-off of our own.
+            now = self._clock()
+            if target.status == "pending" and target.not_before > now:
+                until = target.not_before
+            else:
+                delay = next_attempt_at(
+                    self._settings.retry, ErrorKind.RETRYABLE, 1, now, self._rand()
+                )
+                until = now if delay is None else delay
+            self._blocked_on, self._blocked_until = value.key, until
             return _Prep.BLOCKED
         result = target.result or {}
         if op.kind in _NEEDS_STORED_RESULT and result.get(value.field) in (None, "", 0):

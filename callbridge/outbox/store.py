@@ -316,52 +316,78 @@ class OutboxStore:
     def claim(self, now: float, limit: int, lease: float, scan_calls: int = 1000) -> list[StoredOp]:
         """Atomically take up to ``limit`` ready operations, in per-call order.
 
-        For each call (oldest first) the ready *prefix* of its open operations is taken:
-        an operation is taken only when every earlier operation of its call is finished or
-        taken in this same claim. ``show`` operations of a call whose ``finish`` is already
-        queued are skipped (the call is over; a card now would only flash), and so are its
-        ``hide`` operations when no ``show`` of it was ever done (or possibly done: sent
-        with its answer lost).
+        An operation is ready when it is pending, due, and no earlier open operation of its
+        call is running or waiting (the ready *prefix* of each call's queue); ready
+        operations are taken oldest first, across every call. ``show`` operations of a call
+        whose ``finish`` is already queued are skipped (the call is over; a card now would
+        only flash), and so are its ``hide`` operations when no ``show`` of it was ever
+        done (or possibly done: sent with its answer lost).
+
+        Readiness is decided in SQL over the whole table: a scan of the oldest calls (the
+        earlier design, ``scan_calls`` of them) let calls waiting on a retry or an answer
+        hide ready work behind them, and cost one query per open call each round.
+        ``scan_calls`` now bounds how many candidates one query reads (pages follow).
         """
         taken: list[StoredOp] = []
+        page = max(1, min(scan_calls, 2 * limit))
+        last_id = 0
         with self._tx():
-            calls = [
-                r[0]
-                for r in self._conn.execute(
-                    "SELECT call_key FROM outbox_ops WHERE status IN ('pending', 'running') "
-                    "GROUP BY call_key ORDER BY MIN(id) LIMIT ?",
-                    (scan_calls,),
-                )
-            ]
-            for call_key in calls:
-                if len(taken) >= limit:
+            while len(taken) < limit:
+                # Operations taken in this claim are running now; they do not hold up the
+                # rest of their call's prefix (it goes in the same batch).
+                mine = json.dumps([op.id for op in taken])
+                rows = self._conn.execute(
+                    "SELECT * FROM outbox_ops o WHERE o.status = 'pending' AND o.not_before <= ? "
+                    "AND o.id > ? AND NOT EXISTS (SELECT 1 FROM outbox_ops e "
+                    " WHERE e.call_key = o.call_key AND e.seq < o.seq AND ("
+                    "  (e.status = 'running' AND e.id NOT IN (SELECT value FROM json_each(?)))"
+                    "  OR (e.status = 'pending' AND e.not_before > ?))) "
+                    "ORDER BY o.id LIMIT ?",
+                    (now, last_id, mine, now, page),
+                ).fetchall()
+                if not rows:
                     break
-                ops = [
-                    _row(r)
-                    for r in self._conn.execute(
-                        "SELECT * FROM outbox_ops WHERE call_key = ? "
-                        "AND status IN ('pending', 'running') ORDER BY seq",
-                        (call_key,),
-                    )
-                ]
-                ended = any(op.kind is OperationKind.FINISH_CALL for op in ops)
-                shown = ended and self._has_done_show(call_key)
-                for op in ops:
-                    if len(taken) >= limit or op.status == "running" or op.not_before > now:
-                        break
-                    if ended and op.kind is OperationKind.SHOW_CALL:
-                        self._finish_as(op.id, "skipped", "call already ended", now)
-                        continue
-                    if ended and op.kind is OperationKind.HIDE_CALL and not shown:
-                        self._finish_as(op.id, "skipped", "call already ended, never shown", now)
-                        continue
-                    self._conn.execute(
-                        "UPDATE outbox_ops SET status = 'running', lease_until = ?, "
-                        "updated_at = ? WHERE id = ?",
-                        (now + lease, now, op.id),
-                    )
-                    taken.append(op)
+                ready = [_row(r) for r in rows]
+                last_id = ready[-1].id
+                self._take(now, lease, limit, ready, taken)
+                if len(rows) < page:
+                    break
         return taken
+
+    def _take(
+        self, now: float, lease: float, limit: int, ready: list[StoredOp], taken: list[StoredOp]
+    ) -> None:
+        """Take ``ready`` (oldest first) into ``taken``, skipping what the call's end
+        made pointless."""
+        ended: dict[str, bool] = {}
+        shown: dict[str, bool] = {}
+        for op in ready:
+            if len(taken) >= limit:
+                break
+            call = op.call_key
+            if call not in ended:
+                ended[call] = self._finish_queued(call)
+                shown[call] = ended[call] and self._has_done_show(call)
+            if ended[call] and op.kind is OperationKind.SHOW_CALL:
+                self._finish_as(op.id, "skipped", "call already ended", now)
+                continue
+            if ended[call] and op.kind is OperationKind.HIDE_CALL and not shown[call]:
+                self._finish_as(op.id, "skipped", "call already ended, never shown", now)
+                continue
+            self._conn.execute(
+                "UPDATE outbox_ops SET status = 'running', lease_until = ?, "
+                "updated_at = ? WHERE id = ?",
+                (now + lease, now, op.id),
+            )
+            taken.append(op)
+
+    def _finish_queued(self, call_key: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM outbox_ops WHERE call_key = ? AND kind = ? "
+            "AND status IN ('pending', 'running')",
+            (call_key, OperationKind.FINISH_CALL.value),
+        ).fetchone()
+        return row is not None
 
     def _has_done_show(self, call_key: str) -> bool:
         # A show whose answer was lost (timeout, dead process) may have reached the portal:

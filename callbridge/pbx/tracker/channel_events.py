@@ -13,6 +13,7 @@ from callbridge.pbx.ami.framing import AmiMessage
 from .book import Book
 from .channels import Chan, int_or_none
 from .decisions import end, update_ringing
+from .dialing import evaluate_answers
 from .linking import chan_of
 
 __all__ = [
@@ -110,4 +111,8 @@ def hangup(b: Book, chan: Chan, ts: float, cause: int | None) -> None:
     if call.live:
         update_ringing(b, call, ts)
     else:
+        if call.awaiting_number:
+            # No Cdr named it: the answers seen at the resync count now, number unknown.
+            call.awaiting_number = False
+            evaluate_answers(b, call)
         end(b, call, ts)

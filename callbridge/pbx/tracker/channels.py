@@ -18,6 +18,7 @@ __all__ = [
     "Chan",
     "Kind",
     "classify",
+    "dial_app_targets",
     "dial_number",
     "followme_owner",
     "int_or_none",
@@ -133,6 +134,19 @@ def dial_number(dial_string: str | None, fallback: str | None = None) -> str | N
     if fallback and is_number(fallback):
         return fallback
     return None
+
+
+def dial_app_targets(data: str | None) -> list[str]:
+    """The ``Tech/resource`` targets of a ``Dial`` application's data.
+
+    ``PJSIP/74957770000@trunk,300,Tb(…)`` → ``["PJSIP/74957770000@trunk"]``;
+    ``PJSIP/101&PJSIP/102,20,Ttr`` → both. The first argument is the ``&``-separated
+    target list (app_dial's syntax); anything without a technology is not a target.
+    """
+    if not data:
+        return []
+    first = data.split(",", 1)[0]
+    return [t.strip() for t in first.split("&") if "/" in t.strip()]
 
 
 def originate_base(channel: str) -> str:

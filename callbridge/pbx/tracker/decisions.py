@@ -26,6 +26,7 @@ __all__ = [
     "end",
     "hangup_cause",
     "maybe_start",
+    "nameless_trunk",
     "result",
     "start",
     "update_ringing",
@@ -50,6 +51,8 @@ def decide_direction(b: Book, call: Call, final: bool) -> bool:
         call.operator = root.ext
         if target is None and not final:
             return False
+        if target is None:
+            target = nameless_trunk(b, call)
         if target is not None and target[0] == Kind.TRUNK.value:
             call.direction = Direction.OUTBOUND
             call.external_number = target[1]
@@ -73,6 +76,15 @@ def decide_direction(b: Book, call: Call, final: bool) -> bool:
     call.external_number = root.cid_num or None
     call.did = root.exten if is_number(root.exten) else call.did_var
     return True
+
+
+def nameless_trunk(b: Book, call: Call) -> tuple[str, str | None] | None:
+    """A dialed trunk leg whose number nobody named (adopted after an AMI gap)."""
+    for uid in call.chans:
+        chan = b.chans.get(uid)
+        if chan is not None and chan.kind is Kind.TRUNK and chan.dialed and uid != call.root:
+            return (Kind.TRUNK.value, chan.label)
+    return None
 
 
 def maybe_start(b: Book, call: Call, ts: float) -> None:

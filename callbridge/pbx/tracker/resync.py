@@ -5,6 +5,10 @@ calls left without channels end then, with a note. Unknown channels are adopted 
 ``Duration`` ago); a device that is Up now counts as answered (at the snapshot time if
 its answer was lost). One bad item, or one call that fails to rebuild, is logged and
 skipped.
+
+An adopted leg has no DialBegin: its number comes from the snapshot fields
+(:mod:`.recovery`: the ``Dial`` data of the channel dialing it, its ``Exten``…); a call
+whose Dial had already ended at the snapshot gets it from its ``Cdr`` (:func:`on_cdr`).
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from callbridge.pbx.ami.framing import AmiMessage
 
 from .book import Book
 from .channel_events import hangup
-from .channels import Chan, Kind, int_or_none
-from .decisions import end, maybe_start, update_ringing
+from .channels import Chan, Kind, classify, dial_number, int_or_none
+from .decisions import end, maybe_start, nameless_trunk, update_ringing
 from .dialing import evaluate_answers
 from .linking import chan_of
-from .state import Call
+from .recovery import dial_targets, dialed_number, is_outgoing_line, items_of
+from .state import Call, CallState
 
-__all__ = ["rebuild"]
+__all__ = ["on_cdr", "rebuild"]
 
 log = logging.getLogger("callbridge.pbx.tracker")
 
@@ -36,14 +41,14 @@ def rebuild(b: Book, snapshot_items: list[AmiMessage], at: float) -> list[CallEv
     out: list[CallEvent] = []
     b.out = out
     b.last_ts = max(b.last_ts, at)
-    present: set[str] = set()
+    present: dict[str, AmiMessage] = {}
     touched: set[str] = set()
     for item in snapshot_items:
         try:
             uid = item.get("Uniqueid")
             if not uid:
                 continue
-            present.add(uid)
+            present[uid] = item
             chan = _adopt_item(b, item, at)
             if chan is None:
                 continue
@@ -65,7 +70,7 @@ def rebuild(b: Book, snapshot_items: list[AmiMessage], at: float) -> list[CallEv
         if call is None:
             continue
         try:
-            _resync_call(b, call, at)
+            _resync_call(b, call, at, present)
         except Exception:
             log.exception("tracker: resync of call %s failed", call_id)
     return out
@@ -85,13 +90,22 @@ def _adopt_item(b: Book, item: AmiMessage, at: float) -> Chan | None:
     call = b.calls[chan.call_id]
     if uid == chan.linkedid and chan.kind is not Kind.LOCAL:
         call.root = uid  # the channel that started the linkedid is the first one
+    # A trunk leg Asterisk placed did not ring in: should it be the first real channel
+    # left (its caller gone), the call is outbound, as for one seen created Down.
+    chan.placed = chan.kind is Kind.TRUNK and is_outgoing_line(item)
     if created < call.start:
         call.start = created
     return chan
 
 
-def _resync_call(b: Book, call: Call, at: float) -> None:
+def _resync_call(b: Book, call: Call, at: float, items: dict[str, AmiMessage]) -> None:
     root_uid = call.root
+    call_items = items_of(items, call.chans)
+    root = b.root_of(call)
+    root_item = items.get(root.uid) if root is not None and root.kind is Kind.PHONE else None
+    if root is not None and root.placed and root.label is None and root.alive:
+        # A placed trunk leg left first (its caller gone): its number is the call's.
+        root.label = dialed_number(b.pbx, root, items.get(root.uid), call_items, None)
     for uid in list(call.chans):
         chan = b.chans.get(uid)
         if chan is None or not chan.alive or uid == root_uid:
@@ -103,20 +117,83 @@ def _resync_call(b: Book, call: Call, at: float) -> None:
         if not chan.dialed:
             # Adopted from the snapshot: it was dialed while we were away.
             chan.dialed = True
-            chan.label = chan.ext if chan.kind is Kind.PHONE else (chan.label or None)
+            if chan.kind is Kind.PHONE:
+                chan.label = chan.ext
+            elif chan.label is None:
+                chan.label = dialed_number(b.pbx, chan, items.get(uid), call_items, root_item)
             if chan.label and chan.label not in call.rang:
                 call.rang.append(chan.label)
-            if call.first_target is None:
+            # A nameless trunk leg is not the target yet: the call waits (pending) for
+            # its Cdr to name it, and is outbound anyway at its end (decide_direction).
+            if call.first_target is None and (chan.label or chan.kind is Kind.PHONE):
                 call.first_target = (chan.kind.value, chan.label)
         if chan.state == _UP and chan.answered_at is None:
             chan.answered_at = at
             chan.dial_status = "ANSWER"
         chan.ringing = chan.state in _RINGING_STATES and chan.answered_at is None
+    if call.first_target is None:
+        _target_from_dial(b, call, call_items)
+    root = b.root_of(call)
+    call.awaiting_number = (
+        call.state is CallState.PENDING
+        and call.first_target is None
+        and root is not None
+        and root.kind is Kind.PHONE
+        and nameless_trunk(b, call) is not None
+    )
     maybe_start(b, call, at)
-    evaluate_answers(b, call)
+    if not call.awaiting_number:
+        evaluate_answers(b, call)
     update_ringing(b, call, at)
     if not call.live:
         end(b, call, at)
+
+
+def _target_from_dial(b: Book, call: Call, call_items: list[AmiMessage]) -> None:
+    """A channel of the call is ``Dial``-ing a trunk whose leg the snapshot does not show
+    (not made yet, or already gone): that number is the call's first target."""
+    for item in call_items:
+        for _, number in dial_targets(b.pbx, item):
+            call.first_target = (Kind.TRUNK.value, number)
+            if number not in call.rang:
+                call.rang.append(number)
+            return
+
+
+def on_cdr(b: Book, msg: AmiMessage, ts: float) -> None:
+    """A ``Cdr`` for a call adopted without its first target names what it dialed.
+
+    Only for a call still pending without a target (one adopted from a snapshot taken
+    after its Dial ended, its trunk leg gone or nameless): the record of its first
+    channel (``UniqueID``) says which leg it dialed and with what (``LastData`` of a
+    ``Dial``, else ``Destination``). Calls tracked live never need it; it never adopts
+    or revives anything (Cdr comes late, often after the hangups).
+    """
+    chan = b.chans.get(msg.get("UniqueID") or "")
+    call = b.calls.get(chan.call_id) if chan is not None else None
+    if call is None or call.first_target is not None or call.state is not CallState.PENDING:
+        return
+    dest = msg.get("DestinationChannel") or ""
+    if not dest or classify(b.pbx, dest)[0] is not Kind.TRUNK:
+        return
+    base = dest.rsplit("-", 1)[0]
+    targets = dial_targets(b.pbx, msg, "LastApplication", "LastData")
+    number = next((n for tb, n in targets if tb == base), None)
+    if number is None:
+        number = dial_number(None, msg.get("Destination"))
+    if number is None:
+        return
+    call.first_target = (Kind.TRUNK.value, number)
+    if number not in call.rang:
+        call.rang.append(number)
+    for uid in call.chans:
+        leg = b.chans.get(uid)
+        if leg is not None and leg.kind is Kind.TRUNK and leg.dialed and leg.label is None:
+            leg.label = number
+    call.awaiting_number = False
+    maybe_start(b, call, ts)
+    evaluate_answers(b, call)
+    update_ringing(b, call, ts)
 
 
 def _duration(value: str | None) -> float:

@@ -2,8 +2,12 @@
 
 Pure helper for resync tests and simulators: replays channel events (Newchannel,
 Newstate, Bridge*, Hangup, re-linking) and writes one ``CoreShowChannel`` list item per
-channel still alive, with the fields Asterisk sends (reference §1.8: Channel, Uniqueid,
-Linkedid, ChannelState, BridgeId, Duration ``HH:MM:SS``…). Items carry no Timestamp.
+channel still alive, with the fields Asterisk sends (reference §1.8, §3.7: Channel,
+Uniqueid, Linkedid, ChannelState, BridgeId, Duration ``HH:MM:SS``…). ``Application`` and
+``ApplicationData`` are what Asterisk keeps on the channel: the app of its last
+``Newexten`` (``Dial`` with its targets…), or for a leg something placed, ``AppDial``
+(``AppQueue`` from a queue, ``AppDial2`` from an Originate) with ``(Outgoing Line)``.
+Items carry no Timestamp.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def snapshot_at(
         event = msg.event
         if event is None or msg.get("Timestamp") is None:
             continue  # responses and list items describe no change
+        if event == "DialBegin":
+            _dialed(live, msg)
         uid = msg.get("Uniqueid")
         if not uid or uid == "none":
             continue
@@ -51,7 +57,11 @@ def snapshot_at(
             value = msg.get(key)
             if value:
                 info[key] = value
-        if event == "BridgeEnter":
+        if event == "Newexten":
+            # The app the channel runs now is the one its last dialplan step started.
+            info["Application"] = msg.get("Application") or ""
+            info["ApplicationData"] = msg.get("AppData") or ""
+        elif event == "BridgeEnter":
             info["bridge"] = msg.get("BridgeUniqueid") or ""
         elif event == "BridgeLeave":
             info["bridge"] = ""
@@ -74,11 +84,27 @@ def snapshot_at(
                     "Exten": info.get("Exten", ""),
                     "Uniqueid": uid,
                     "Linkedid": info.get("Linkedid", uid),
-                    "Application": "",
-                    "ApplicationData": "",
+                    "Application": info.get("Application", ""),
+                    "ApplicationData": info.get("ApplicationData", ""),
                     "Duration": duration,
                     "BridgeId": info["bridge"],
                 }
             )
         )
     return items
+
+
+def _dialed(live: dict[str, dict[str, str]], msg: AmiMessage) -> None:
+    """A placed leg shows who placed it, as app_dial, app_queue and dial.c set it."""
+    dest = live.get(msg.get("DestUniqueid") or "")
+    if dest is None:
+        return
+    caller = live.get(msg.get("Uniqueid") or "")
+    if caller is None and not msg.get("Uniqueid"):
+        app = "AppDial2"  # no caller block: an Originate (the dial API)
+    elif caller is not None and caller.get("Application", "").lower() == "queue":
+        app = "AppQueue"
+    else:
+        app = "AppDial"
+    dest["Application"] = app
+    dest["ApplicationData"] = "(Outgoing Line)"

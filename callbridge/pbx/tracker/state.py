@@ -94,6 +94,9 @@ class Call:
     hangup_cause: int | None = None
     failure_cause: int | None = None
     note: str | None = None
+    #: Adopted after its Dial ended, with a trunk leg nobody named: its start and its
+    #: answer wait for its Cdr (which names the number) or its end.
+    awaiting_number: bool = False
 
     @property
     def started(self) -> bool:

@@ -43,7 +43,7 @@ from callbridge.pbx.ami.framing import AmiMessage
 from . import channel_events, dialing, originate, transfers
 from .book import Book
 from .decisions import decide_direction
-from .resync import rebuild
+from .resync import on_cdr, rebuild
 from .state import CallState
 
 __all__ = ["TRACKED_VARIABLES", "CallTracker", "track_all"]
@@ -72,6 +72,7 @@ _HANDLERS: dict[str, _Handler] = {
     "OriginateResponse": originate.on_originate_response,
     "QueueCallerJoin": dialing.on_queue_join,
     "Pickup": channel_events.on_touch,
+    "Cdr": on_cdr,  # only fills in the target of a call adopted after its Dial ended
 }
 
 

@@ -3,7 +3,9 @@
 Fed every event the timeline plays, in order: ``Newchannel`` opens a channel,
 ``Hangup`` closes it, and any event carrying a channel block (plain or ``Dest``-
 prefixed) refreshes that channel's state, caller ids, dialplan position and Linkedid;
-``Newexten`` sets the application, ``BridgeEnter``/``BridgeLeave`` the bridge. Pure.
+``Newexten`` sets the application (``DialBegin`` that of the leg it places:
+``AppDial``/``AppQueue``/``AppDial2`` with ``(Outgoing Line)``, as Asterisk does),
+``BridgeEnter``/``BridgeLeave`` the bridge. Pure.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class ChannelTable:
                 value = hdr.get(prefix + name)
                 if value is not None:
                     block[name] = value
+        if event == "DialBegin":
+            self._dialed(hdr)
         if uid is None:
             return
         chan = self._live.get(uid)
@@ -89,6 +93,23 @@ class ChannelTable:
             chan.bridge_id = ""
         elif event == "Hangup":
             del self._live[uid]
+
+    def _dialed(self, hdr: dict[str, str]) -> None:
+        """A placed leg shows who placed it, as Asterisk sets it on the new channel:
+        ``AppDial`` (app_dial), ``AppQueue`` (app_queue), ``AppDial2`` (an Originate, the
+        dial API), each with ``(Outgoing Line)``."""
+        dest = self._live.get(hdr.get("DestUniqueid", ""))
+        if dest is None:
+            return
+        caller_uid = hdr.get("Uniqueid")
+        caller = self._live.get(caller_uid) if caller_uid is not None else None
+        if caller_uid is None:
+            dest.application = "AppDial2"
+        elif caller is not None and caller.application.lower() == "queue":
+            dest.application = "AppQueue"
+        else:
+            dest.application = "AppDial"
+        dest.application_data = "(Outgoing Line)"
 
     def items(self, position: float, action_id: str | None) -> list[AmiMessage]:
         """``CoreShowChannel`` list items as Asterisk 22 writes them (no Timestamp)."""

@@ -1,14 +1,16 @@
 """The Asterisk simulator: a real AMI TCP server playing one timeline to every client.
 
-The timeline (:mod:`.timeline`) starts at the first successful Login and is shared by
-all sessions; a client that reconnects continues from where it is (what played while
+The timeline (:mod:`.timeline`) is made at the first successful Login and is shared by
+all sessions; it plays from position 0 once a session reads events (so the first reader
+gets everything, however short the first trace); a client that reconnects continues from where it is (what played while
 it was away is not sent again). Pacing: ``speed`` × real time on the injected clock,
 or ``asap``, where the timeline moves only while at least one client is reading and
 every reading client has drained its backlog — it writes as fast as clients read.
 
 Replayed traces are re-keyed on every start (fresh Uniqueids, channel suffixes,
 bridge ids from a per-start ``salt``), so a restarted simulator never repeats a call;
-``rebase_time`` shifts their times so the timeline starts now. With
+``rebase_time`` shifts their times so the timeline starts now; a trace with a
+``.truth.json`` beside it carries its expected tracker results (``expected``). With
 ``calls_per_minute`` the timeline is an endless seeded mix of re-keyed traces, each
 carrying its expected tracker result (``expected``).
 
@@ -111,13 +113,15 @@ class AsteriskSimulator:
         self.timeline: Timeline | None = None
         self._mix: CallMix | None = None
         self._replay: list[Scenario] = []
+        if expected_fn is None:
+            # Replayed and generated calls alike carry their truth's expected results
+            # (re-keyed like their events) for ``GET /_sim/expected``.
+            from .truth import expected_calls
+
+            expected_fn = expected_calls
         if calls_per_minute is not None:
             paths = [p for p in traces if is_mix_candidate(p)] if traces else default_mix_paths()
             scenarios = [load_scenario(p, vary_numbers=True) for p in paths]
-            if expected_fn is None:
-                from .truth import expected_calls
-
-                expected_fn = expected_calls
             known = _known_caller_share if agi else None
             self._mix = CallMix(
                 scenarios,
@@ -135,6 +139,8 @@ class AsteriskSimulator:
         self._session_tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._t_start = 0.0
+        #: The timeline has taken its first step (a session was reading events).
+        self._playing = False
         self._started_at = self.clock.monotonic()
         self._pending_drop: int | None = None
         self._pending_stall: float | None = None
@@ -330,7 +336,7 @@ class AsteriskSimulator:
         """Seconds of timeline played (0 before the first Login)."""
         if self.timeline is None:
             return 0.0
-        if self.asap:
+        if self.asap or not self._playing:
             return self.timeline.position
         return max(self.timeline.position, (self.clock.monotonic() - self._t_start) * self.speed)
 
@@ -364,9 +370,20 @@ class AsteriskSimulator:
                 fut.cancel()
             await asyncio.gather(waiter, sleeper, return_exceptions=True)
 
+    def _has_reader(self) -> bool:
+        return any(s.reading_events for s in self.sessions)
+
     async def _run(self) -> None:
         timeline = self.timeline
         assert timeline is not None
+        # The first step waits until a session reads events: what sits at position 0
+        # (a 10 ms trace whole) must not play to nobody — to a Login with events off,
+        # or before the session that logged in is registered as a reader. Position 0
+        # (and the paced clock) starts then. A gap asked for meanwhile plays on.
+        while not self._has_reader() and self._gap_until_pos is None:
+            await self._wait_changed()
+        self._t_start = self.clock.monotonic()
+        self._playing = True
         burst = 0
         while True:
             t = timeline.next_time()
