@@ -7,7 +7,8 @@ Layout: :mod:`.tracker` is the facade dispatching events by name; all state live
 :class:`~.book.Book`. Each job has its module: :mod:`.channel_events` (a channel's own
 life), :mod:`.dialing` (who rang, who answered, pickups), :mod:`.transfers`,
 :mod:`.originate`, :mod:`.linking` (Linkedid groups and merges), :mod:`.parties` (Local
-pairs), :mod:`.decisions` (direction, ringing, result, end) and :mod:`.resync`;
+pairs), :mod:`.decisions` (direction, ringing, result, end) and :mod:`.resync` (with
+:mod:`.recovery`, what a snapshot item says about a leg adopted without its DialBegin);
 :mod:`.channels` and :mod:`.state` are the channel and call records.
 """
 

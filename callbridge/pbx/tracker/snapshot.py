@@ -4,10 +4,12 @@ Pure helper for resync tests and simulators: replays channel events (Newchannel,
 Newstate, Bridge*, Hangup, re-linking) and writes one ``CoreShowChannel`` list item per
 channel still alive, with the fields Asterisk sends (reference §1.8, §3.7: Channel,
 Uniqueid, Linkedid, ChannelState, BridgeId, Duration ``HH:MM:SS``…). ``Application`` and
-``ApplicationData`` are what Asterisk keeps on the channel: the app of its last
-``Newexten`` (``Dial`` with its targets…), or for a leg something placed, ``AppDial``
-(``AppQueue`` from a queue, ``AppDial2`` from an Originate) with ``(Outgoing Line)``.
-Items carry no Timestamp.
+``ApplicationData`` are what Asterisk keeps on the channel; it announces every change of
+them with a ``Newexten`` (``Dial`` with its targets…, and for a leg something placed
+``AppDial``/``AppQueue``/``AppDial2`` with ``(Outgoing Line)``), so they are the last
+``Newexten``'s. A stream without dialplan events still shows the placed legs: their
+``DialBegin`` sets what app_dial, app_queue and dial.c set. CEL and Cdr records (late
+copies of a past moment) change nothing. Items carry no Timestamp.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from callbridge.pbx.ami.framing import AmiMessage
 
 __all__ = ["snapshot_at"]
 
+_RECORDS = frozenset({"CEL", "Cdr"})
 _STATE_DESC = {
     "0": "Down",
     "4": "Ring",
@@ -36,7 +39,9 @@ def snapshot_at(
         event = msg.event
         if event is None or msg.get("Timestamp") is None:
             continue  # responses and list items describe no change
-        if event == "DialBegin":
+        if event in _RECORDS:
+            continue  # CEL/Cdr: records of a past moment, not the channel's state now
+        if event in ("DialBegin", "AgentCalled"):
             _dialed(live, msg)
         uid = msg.get("Uniqueid")
         if not uid or uid == "none":
@@ -49,14 +54,17 @@ def snapshot_at(
             if event != "Newchannel":
                 continue
             info = live[uid] = {"created": msg.get("Timestamp") or "0", "bridge": ""}
+        # The current values, as Asterisk reports them: a dialed leg's Exten may become
+        # empty after its answer (reference §2.1), and the listing then says so too.
         for key in ("Channel", "ChannelState", "CallerIDNum", "ConnectedLineNum", "Context"):
             value = msg.get(key)
             if value is not None:
                 info[key] = value
-        for key in ("Exten", "Linkedid"):
-            value = msg.get(key)
-            if value:
-                info[key] = value
+        if "Exten" in msg:
+            info["Exten"] = msg.get("Exten") or ""
+        linkedid = msg.get("Linkedid")
+        if linkedid:
+            info["Linkedid"] = linkedid
         if event == "Newexten":
             # The app the channel runs now is the one its last dialplan step started.
             info["Application"] = msg.get("Application") or ""
@@ -95,12 +103,15 @@ def snapshot_at(
 
 
 def _dialed(live: dict[str, dict[str, str]], msg: AmiMessage) -> None:
-    """A placed leg shows who placed it, as app_dial, app_queue and dial.c set it."""
+    """A placed leg shows who placed it, as app_dial, app_queue and dial.c set it (the
+    ``Newexten`` Asterisk sends for it, when dialplan events are on, says the same)."""
     dest = live.get(msg.get("DestUniqueid") or "")
     if dest is None:
         return
     caller = live.get(msg.get("Uniqueid") or "")
-    if caller is None and not msg.get("Uniqueid"):
+    if msg.event == "AgentCalled" or dest.get("Application") == "AppQueue":
+        app = "AppQueue"  # a queue member (its AgentCalled comes before the DialBegin)
+    elif caller is None and not msg.get("Uniqueid"):
         app = "AppDial2"  # no caller block: an Originate (the dial API)
     elif caller is not None and caller.get("Application", "").lower() == "queue":
         app = "AppQueue"

@@ -26,7 +26,9 @@ hands each event, by name, to the module whose job it is. The rules they follow
   toward its dialer, or ``AgentConnect``). Trunks going Up and Cdr never decide it.
 * Times come only from ``Timestamp`` headers. A call ends when its last channel hung up;
   then it is forgotten (a bounded memory of ended ids absorbs late events)
-  (:mod:`.channel_events`, :mod:`.book`). After an AMI gap, :mod:`.resync`.
+  (:mod:`.channel_events`, :mod:`.book`). After an AMI gap, :mod:`.resync`: an adopted
+  outbound call takes its number from the snapshot (the ``Dial`` data, the trunk leg's
+  ``Exten``), or, adopted after its Dial ended, from its ``Cdr``.
 
 One bad event is logged and skipped; it never stops the tracker.
 """

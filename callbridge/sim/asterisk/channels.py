@@ -3,9 +3,10 @@
 Fed every event the timeline plays, in order: ``Newchannel`` opens a channel,
 ``Hangup`` closes it, and any event carrying a channel block (plain or ``Dest``-
 prefixed) refreshes that channel's state, caller ids, dialplan position and Linkedid;
-``Newexten`` sets the application (``DialBegin`` that of the leg it places:
-``AppDial``/``AppQueue``/``AppDial2`` with ``(Outgoing Line)``, as Asterisk does),
-``BridgeEnter``/``BridgeLeave`` the bridge. Pure.
+``Newexten`` sets the application (Asterisk sends one for every change, placed legs'
+``AppDial``/``AppQueue``/``AppDial2`` with ``(Outgoing Line)`` too; a ``DialBegin`` sets
+the same on the leg it places, for streams without them), ``BridgeEnter``/``BridgeLeave``
+the bridge. Pure.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ChannelTable:
                 value = hdr.get(prefix + name)
                 if value is not None:
                     block[name] = value
-        if event == "DialBegin":
+        if event == "DialBegin" or event == "AgentCalled":
             self._dialed(hdr)
         if uid is None:
             return
@@ -103,7 +104,9 @@ class ChannelTable:
             return
         caller_uid = hdr.get("Uniqueid")
         caller = self._live.get(caller_uid) if caller_uid is not None else None
-        if caller_uid is None:
+        if hdr.get("Event") == "AgentCalled" or dest.application == "AppQueue":
+            dest.application = "AppQueue"  # a queue member (AgentCalled comes first)
+        elif caller_uid is None:
             dest.application = "AppDial2"
         elif caller is not None and caller.application.lower() == "queue":
             dest.application = "AppQueue"

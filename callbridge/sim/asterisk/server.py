@@ -2,10 +2,11 @@
 
 The timeline (:mod:`.timeline`) is made at the first successful Login and is shared by
 all sessions; it plays from position 0 once a session reads events (so the first reader
-gets everything, however short the first trace); a client that reconnects continues from where it is (what played while
-it was away is not sent again). Pacing: ``speed`` × real time on the injected clock,
-or ``asap``, where the timeline moves only while at least one client is reading and
-every reading client has drained its backlog — it writes as fast as clients read.
+gets everything, however short the first trace). A client that reconnects continues
+from where it is (what played while it was away is not sent again). Pacing:
+``speed`` × real time on the injected clock, or ``asap``, where the timeline moves only
+while at least one client is reading and every reading client has drained its backlog
+— it writes as fast as clients read.
 
 Replayed traces are re-keyed on every start (fresh Uniqueids, channel suffixes,
 bridge ids from a per-start ``salt``), so a restarted simulator never repeats a call;
