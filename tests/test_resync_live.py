@@ -213,7 +213,8 @@ def plan(trace: Path) -> list[Cut]:
     keeps = sorted(rng.sample(edges, CUTS_PER_TRACE))
     gaps = list(GAPS)
     rng.shuffle(gaps)
-    calm = [i for i in edges if i not in awaiting_dial(trace)]
+    window = awaiting_dial(trace)
+    calm = [i for i in edges if i not in window]
     cuts: list[Cut] = []
     for keep, gap in zip(keeps, gaps, strict=True):
         lost = 0
@@ -301,10 +302,14 @@ class Follower:
             self._take(self.tracker.feed(item))
 
 
-def advance_to(clock: ManualClock, position: float) -> None:
+def advance_to(sim: AsteriskSimulator, clock: ManualClock, position: float) -> None:
     """Move the PBX clock to ``position`` seconds of its timeline (started at 0)."""
     assert position >= clock.monotonic()
     clock.advance(position - clock.monotonic())
+    # The simulator's pacer computes a delay, then sleeps it in a task that may not have
+    # started yet: started after this advance, it would wait the old delay from the new
+    # time. Waking it makes it recompute against the clock as it is now.
+    sim.notify()
 
 
 def _timeline(sim: AsteriskSimulator) -> Timeline:
@@ -353,26 +358,26 @@ async def test_resync_from_the_live_channels_after_a_cut(cut: Cut) -> None:
             # Cut after exactly ``keep`` messages, counted from here.
             sim.set_faults({"drop_after_messages": cut.keep - at_zero})
             resume = timing.at_edge(cut.keep, 0.5)
-            advance_to(clock, resume)
+            advance_to(sim, clock, resume)
             await until(lambda: follower.disconnects == 1, "the cut", WITHIN)
             cut_at = resume
         else:
             cut_at = timing.at_edge(cut.keep, 0.25)
-            advance_to(clock, cut_at)
+            advance_to(sim, clock, cut_at)
             await until(lambda: follower.received == cut.keep, f"{cut.keep} read", WITHIN)
             back = cut.keep + cut.lost
             gap_end = timing.at_edge(back, 0.5)
             sim.set_faults({"gap_seconds": gap_end - cut_at})  # cuts the session now
             # The timeline plays the gap to nobody; the PBX is reachable again only after.
-            advance_to(clock, timing.at_edge(back, 0.25))
+            advance_to(sim, clock, timing.at_edge(back, 0.25))
             await _played(sim, back)
             resume = timing.at_edge(back, 0.75)
-            advance_to(clock, resume)
+            advance_to(sim, clock, resume)
         await until(lambda: len(follower.resyncs) == 2, "the resync after the cut", WITHIN)
         # Nothing in flight was lost in the cut: the client read exactly ``keep``.
         assert follower.disconnects == 1
         assert follower.received == cut.keep
-        advance_to(clock, max(resume, timing.release[-1] + 1.0))
+        advance_to(sim, clock, max(resume, timing.release[-1] + 1.0))
         await until(lambda: follower.received == n - cut.lost, "the rest of the trace read", WITHIN)
         expected = sim.expected()
     finally:
@@ -541,7 +546,7 @@ async def test_ami_dropped_and_pbx_restarted_mid_call_leave_no_card_open(
         answered = max(a["answer"], b["answer"]) - epoch
         cut = timing.edge_after(answered + 0.5)
         cut_at = timing.at_edge(cut, 0.25)
-        advance_to(clock, cut_at)
+        advance_to(sim, clock, cut_at)
         await until(
             # ``ami_messages`` also counts the simulator's own FullyBooted.
             lambda: pipeline.stats.ami_messages - 1 == timeline.played == cut,
@@ -560,9 +565,9 @@ async def test_ami_dropped_and_pbx_restarted_mid_call_leave_no_card_open(
         assert b["end"] - epoch > timing.release[back - 1] + SAME_TIME
         gap_end = timing.at_edge(back, 0.5)
         sim.set_faults({"gap_seconds": gap_end - cut_at})
-        advance_to(clock, timing.at_edge(back, 0.25))
+        advance_to(sim, clock, timing.at_edge(back, 0.25))
         await _played(sim, back)
-        advance_to(clock, timing.at_edge(back, 0.75))
+        advance_to(sim, clock, timing.at_edge(back, 0.75))
         await until(lambda: pipeline.stats.resyncs == 2, "resync after the drop", WITHIN)
         assert pipeline.tracker.live_calls == 1  # ``b`` goes on; ``a`` ended at the resync
 
@@ -572,7 +577,7 @@ async def test_ami_dropped_and_pbx_restarted_mid_call_leave_no_card_open(
         sim2 = _sim(second, clock2, port, salt=12)
         await sim2.start("127.0.0.1", port)
         await until(lambda: pipeline.stats.resyncs == 3, "resync after the restart", WITHIN)
-        advance_to(clock2, Timing(second).release[-1] + 1.0)
+        advance_to(sim2, clock2, Timing(second).release[-1] + 1.0)
         await sim2.wait_for(lambda: bool(sim2 and sim2.status()["finished"]), limit=WITHIN)
 
         async def settled() -> bool:
