@@ -40,6 +40,7 @@ __all__ = [
     "start_callbridge",
     "start_emulator",
     "start_sim",
+    "stop_all",
     "write_config",
 ]
 
@@ -189,6 +190,10 @@ class EmulatorProc:
         data: dict[str, Any] = await get_json(f"{self.url}/_emulator/state")
         return data
 
+    async def registered(self) -> int:
+        """How many calls the portal holds."""
+        return len((await self.state())["calls"])
+
     async def fault(self, mode: str, seconds: float | None = None, delay: float = 0.0) -> None:
         body: dict[str, Any] = {"mode": mode, "delay": delay}
         if seconds is not None:
@@ -222,6 +227,13 @@ class CallbridgeProc:
     async def calls(self) -> dict[str, Any]:
         data: dict[str, Any] = (await self.health())["calls"]
         return data
+
+
+async def stop_all(*procs: SimProc | CallbridgeProc | None) -> None:
+    """Stop each process that was started (``None``: one that was not)."""
+    for p in procs:
+        if p is not None:
+            await p.proc.stop()
 
 
 async def get_json(url: str) -> Any:

@@ -12,7 +12,7 @@ from callbridge.crm.bitrix24.adapter import METHODS, Bitrix24Crm, auth_from_conf
 from callbridge.crm.bitrix24.auth import WebhookAuth
 from callbridge.crm.bitrix24.client import Bitrix24Client
 from callbridge.crm.bitrix24.limiter import Backoff, LeakyBucket, OperatingGuard
-from tests.test_bitrix24_fixtures import Emulator, EmulatorFactory, emulator, make_emulator
+from tests.bitrix24_fixtures import Emulator, EmulatorFactory, emulator, make_emulator
 
 __all__ = ["emulator", "make_emulator"]
 

@@ -22,7 +22,7 @@ from callbridge.crm.bitrix24.client import Bitrix24Client
 from callbridge.crm.bitrix24.errors import Bitrix24Error
 from callbridge.crm.bitrix24.limiter import Backoff, LeakyBucket, OperatingGuard
 from callbridge.crm.bitrix24.transport import Transport
-from tests.test_bitrix24_fixtures import (
+from tests.bitrix24_fixtures import (
     WEBHOOK,
     Emulator,
     EmulatorFactory,

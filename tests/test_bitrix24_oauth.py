@@ -24,7 +24,7 @@ from callbridge.crm.bitrix24.client import Bitrix24Client
 from callbridge.crm.bitrix24.limiter import LeakyBucket
 from callbridge.crm.bitrix24.transport import Transport
 from callbridge.store.tokens import Tokens, TokenStore
-from tests.test_bitrix24_fixtures import Emulator, EmulatorFactory, Served, make_emulator
+from tests.bitrix24_fixtures import Emulator, EmulatorFactory, Served, make_emulator
 
 __all__ = ["make_emulator"]
 

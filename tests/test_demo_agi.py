@@ -27,7 +27,7 @@ from callbridge.sim.asterisk.agi_route import RouteResult
 from callbridge.sim.asterisk.server import AsteriskSimulator
 from callbridge.sim.asterisk.truth import expected_calls
 from callbridge.web.app import Component
-from tests.test_sim_asterisk_support import RawAmi
+from tests.sim_asterisk_support import RawAmi
 from tests.waiting import until
 
 TRACE_12 = Path(__file__).parent / "traces" / "asterisk-22.10.1" / "12-fastagi-route.ami"

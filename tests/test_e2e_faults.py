@@ -13,26 +13,25 @@ replacing the simulator with an empty one on the same port — callbridge reconn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from callbridge.sim.asterisk.scenario import default_mix_paths
 from tests.e2e_support import (
-    CallbridgeProc,
     EmulatorProc,
     SimProc,
     external_ids,
     idle,
     landed_once,
     start_callbridge,
-    start_emulator,
     start_sim,
+    stop_all,
     write_config,
 )
+from tests.stack_support import emulator
 from tests.waiting import until
+
+__all__ = ["emulator"]  # the fixture, imported for pytest to find
 
 SEED = 424242
 #: Timeline calls per minute × speed = 4 calls/s of wall time, each lasting ≤ 7 s.
@@ -47,22 +46,9 @@ def mix_traces() -> list[Path]:
     return [p for p in default_mix_paths() if not p.name.startswith("08-")]
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorProc]:
-    emu = await start_emulator()
-    try:
-        yield emu
-    finally:
-        await emu.proc.stop()
-
-
-async def _registered(emu: EmulatorProc) -> int:
-    return len((await emu.state())["calls"])
-
-
 async def _more_registered(emu: EmulatorProc, than: int, what: str) -> None:
     async def more() -> bool:
-        return await _registered(emu) >= than
+        return await emu.registered() >= than
 
     await until(more, what, within=30)
 
@@ -81,12 +67,6 @@ async def _stop_mix(sim: SimProc) -> SimProc:
     """Kill the mix mid-call and put an empty PBX on the same port."""
     await sim.proc.kill()
     return await start_sim(ami_port=sim.ami_port)
-
-
-async def _stop(*procs: SimProc | CallbridgeProc | None) -> None:
-    for p in procs:
-        if p is not None:
-            await p.proc.stop()
 
 
 async def test_portal_down_503_slow_lost_answer_under_a_steady_mix(
@@ -118,7 +98,7 @@ async def test_portal_down_503_slow_lost_answer_under_a_steady_mix(
             await until(over, f"the {mode} fault to run out", within=FAULT_SECONDS + 10)
             held[mode] = deepest
         await emulator.fault("none")
-        count = await _registered(emulator)
+        count = await emulator.registered()
         await _more_registered(emulator, count + 3, "calls registered again after the faults")
 
         finished = await sim.expected(finished=True)
@@ -127,7 +107,7 @@ async def test_portal_down_503_slow_lost_answer_under_a_steady_mix(
         await idle(cb, 60)
         state = await emulator.state()
     finally:
-        await _stop(cb, sim)
+        await stop_all(cb, sim)
 
     calls = landed_once(state)
     # While the portal was down the outbox held the work (it did not drop it).
@@ -168,7 +148,7 @@ async def test_ami_dropped_and_simulator_restarted_mid_call_leave_no_card_open(
             return int((await cb.calls())["resyncs"]) > resyncs
 
         await until(resynced, "a resync after the AMI connection dropped", within=30)
-        count = await _registered(emulator)
+        count = await emulator.registered()
         await _more_registered(emulator, count + 3, "calls registered after the reconnection")
 
         # 2. The PBX dies with calls in progress and a new one (fresh ids) takes the port.
@@ -176,7 +156,7 @@ async def test_ami_dropped_and_simulator_restarted_mid_call_leave_no_card_open(
         assert live, "no call in progress when the simulator was killed"
         await sim.proc.kill()
         sim = await _start_mix(SEED + 2, ami_port=sim.ami_port)
-        count = await _registered(emulator)
+        count = await emulator.registered()
         await _more_registered(emulator, count + 3, "calls of the new simulator registered")
 
         # 3. And once more, leaving an empty PBX: every open call must be closed.
@@ -184,7 +164,7 @@ async def test_ami_dropped_and_simulator_restarted_mid_call_leave_no_card_open(
         await idle(cb, 60)
         state = await emulator.state()
     finally:
-        await _stop(cb, sim)
+        await stop_all(cb, sim)
 
     calls = landed_once(state)
     assert len(calls) >= 9, len(calls)

@@ -18,10 +18,7 @@ with no card left open.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from callbridge.sim.asterisk.scenario import default_mix_paths
 from tests.e2e_support import (
@@ -34,9 +31,13 @@ from tests.e2e_support import (
     start_callbridge,
     start_emulator,
     start_sim,
+    stop_all,
     write_config,
 )
+from tests.stack_support import emulator
 from tests.waiting import until
+
+__all__ = ["emulator"]  # the fixture, imported for pytest to find
 
 SEED = 20240607
 #: Token test: 4× real time (no kill there, so calls may end at any moment).
@@ -72,25 +73,6 @@ def load_traces(*, outbound: bool = True) -> list[Path]:
     return traces * 2
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorProc]:
-    emu = await start_emulator()
-    try:
-        yield emu
-    finally:
-        await emu.proc.stop()
-
-
-async def _registered(emu: EmulatorProc) -> int:
-    return len((await emu.state())["calls"])
-
-
-async def _stop_all(*procs: SimProc | CallbridgeProc | None) -> None:
-    for p in procs:
-        if p is not None:
-            await p.proc.stop()
-
-
 async def test_kill9_at_seeded_moments_and_inside_lost_answer(
     emulator: EmulatorProc, tmp_path: Path
 ) -> None:
@@ -117,7 +99,7 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
 
         # 2. A seeded number of registrations later the portal starts applying requests
         #    and losing the answers; kill -9 once some were lost, restart.
-        target = min(len(traces) - 1, await _registered(emulator) + second_kill_after)
+        target = min(len(traces) - 1, await emulator.registered() + second_kill_after)
         await until(lambda: _at_least(emulator, target), f"{target} calls registered", 30)
         before: int = (await emulator.state())["requests"]["total"]
         await emulator.fault("lost_answer")
@@ -150,14 +132,14 @@ async def test_kill9_at_seeded_moments_and_inside_lost_answer(
         await idle(cb, 60)
         state = await emulator.state()
     finally:
-        await _stop_all(cb, sim)
+        await stop_all(cb, sim)
 
     calls = landed_once(state)
     assert len(calls) == len(traces), sorted(calls)
 
 
 async def _at_least(emu: EmulatorProc, n: int) -> bool:
-    return await _registered(emu) >= n
+    return await emu.registered() >= n
 
 
 async def test_token_expiry_under_load_in_application_mode(tmp_path: Path) -> None:
@@ -213,7 +195,7 @@ async def test_token_expiry_under_load_in_application_mode(tmp_path: Path) -> No
         state = await emulator.state()
         portal = (await cb.health())["portal"]
     finally:
-        await _stop_all(cb, sim)
+        await stop_all(cb, sim)
         await emulator.proc.stop()
 
     calls = landed_once(state)

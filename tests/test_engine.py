@@ -27,7 +27,7 @@ from callbridge.crm.base import CrmUser, ResultRef
 from callbridge.engine import Engine
 from callbridge.outbox.store import OutboxStore
 from callbridge.rules import RuleSettings, UserDirectory
-from tests.test_outbox_support import Clock
+from tests.outbox_support import Clock
 
 REF = ResultRef("register", "CALL_ID")
 T0 = 1_700_000_000.0

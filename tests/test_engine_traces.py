@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from callbridge.config import Bitrix24Config, PbxConfig
-from callbridge.crm.bitrix24.adapter import Bitrix24Crm
+from callbridge.config import PbxConfig
 from callbridge.outbox.dispatcher import Dispatcher
 from callbridge.pbx.ami.framing import AmiFramer
 from callbridge.pbx.tracker import CallTracker
 from callbridge.rules import RuleSettings
-from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
-from tests.test_outbox_e2e import Live, _no_wait
+from tests.stack_support import Live, live
+
+__all__ = ["live"]  # the fixture, imported for pytest to find
 
 TRACES = sorted(Path(__file__).parent.glob("traces/*/*.truth.json"))
 # Read once at collection (no file I/O inside the event loop).
@@ -30,23 +29,6 @@ TRUTH = {p: json.loads(p.read_text(encoding="utf-8")) for p in TRACES}
 AMI = {p: p.with_name(p.name.replace(".truth.json", ".ami")).read_bytes() for p in TRACES}
 USER_OF = {"101": 1, "102": 2, "103": 3}
 STATUS = {"answered": "200", "missed": "304", "busy": "486", "not answered": "304"}
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    server = EmulatorServer(EmulatorOptions(webhook="1/code", rate=None))
-    base = await server.start("127.0.0.1", 0)
-    crm = Bitrix24Crm.from_config(
-        Bitrix24Config(webhook_url=f"{base}/rest/1/code/", timeout=5.0), sleep=_no_wait
-    )
-    rig = Live(server, crm, tmp_path / "store.sqlite3")
-    try:
-        yield rig
-    finally:
-        await rig.http.aclose()
-        await crm.close()
-        rig.store.close()
-        await server.stop()
 
 
 def _extension(text: str | None) -> str | None:

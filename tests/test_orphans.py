@@ -21,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from callbridge.calls import (
@@ -36,7 +35,7 @@ from callbridge.calls import (
     RecordingKnown,
     RingingChanged,
 )
-from callbridge.config import Config, parse_config
+from callbridge.config import Config
 from callbridge.crm.base import CrmOperation, CrmUser, OperationKind
 from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.engine import ORPHAN_NOTE, Engine
@@ -48,8 +47,8 @@ from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.scenario import load_scenario
 from callbridge.sim.asterisk.server import AsteriskSimulator
 from callbridge.sim.asterisk.truth import expected_calls
-from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
-from tests.test_outbox_support import Clock, PortalCrm
+from tests.outbox_support import Clock, PortalCrm
+from tests.stack_support import portal_state, running_portal, stack_config
 from tests.waiting import until
 
 T0 = 1_700_000_000.0
@@ -290,38 +289,12 @@ WITHIN = 15.0
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[str]:
-    server = EmulatorServer(EmulatorOptions(webhook="1/orphans", rate=None))
-    base = await server.start("127.0.0.1", 0)
-    try:
+    async with running_portal("1/orphans") as base:
         yield base
-    finally:
-        await server.stop()
 
 
 async def _calls(base: str) -> dict[str, dict[str, Any]]:
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(f"{base}/_emulator/state")
-        resp.raise_for_status()
-        return {c["EXTERNAL_CALL_ID"]: c for c in resp.json()["calls"]}
-
-
-def _config(port: int, base: str, tmp_path: Path) -> Config:
-    return parse_config(
-        {
-            "ami": {
-                "host": "127.0.0.1",
-                "port": port,
-                "username": "cb",
-                "secret": "pw",
-                "ping_interval": 30.0,
-                "reconnect_min": 0.05,
-                "reconnect_max": 0.2,
-            },
-            "bitrix24": {"webhook_url": f"{base}/rest/1/orphans/"},
-            "store": {"path": str(tmp_path / "cb.sqlite3")},
-        },
-        {},
-    )
+    return {c["EXTERNAL_CALL_ID"]: c for c in (await portal_state(base))["calls"]}
 
 
 class Running:
@@ -366,7 +339,7 @@ async def test_restart_while_a_call_ends_finishes_it_at_the_resync(
         expected_fn=expected_calls,
     )
     await sim.start("127.0.0.1", 0)
-    config = _config(sim.port, emulator, tmp_path)
+    config = stack_config(sim.port, emulator, "1/orphans", tmp_path / "cb.sqlite3")
     path = tmp_path / "cb.sqlite3"
     times = sorted(t for p in traces for t in load_scenario(p).times)
     runner: Running | None = Running(config, path)

@@ -15,7 +15,7 @@ from callbridge.outbox import cli
 from callbridge.outbox.dispatcher import Dispatcher, OutboxSettings
 from callbridge.outbox.retry import RetryPolicy, next_attempt_at
 from callbridge.outbox.store import OutboxEntry, OutboxStore
-from tests.test_outbox_support import Clock, PortalCrm
+from tests.outbox_support import Clock, PortalCrm
 
 CALL_ID = ResultRef("register", "CALL_ID")
 

@@ -6,13 +6,9 @@ registered once, cards shown and hidden right, finished once by the right user.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from callbridge.calls import (
@@ -24,76 +20,10 @@ from callbridge.calls import (
     Direction,
     RingingChanged,
 )
-from callbridge.config import Bitrix24Config
-from callbridge.crm.bitrix24.adapter import Bitrix24Crm
-from callbridge.engine import Engine
-from callbridge.outbox.dispatcher import Dispatcher
-from callbridge.outbox.store import OutboxStore
-from callbridge.rules import RuleSettings, UserDirectory
-from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
-from tests.test_outbox_support import Clock
+from callbridge.rules import RuleSettings
+from tests.stack_support import T0, Live, live
 
-T0 = 1_700_000_000.0
-
-
-async def _no_wait(_seconds: float) -> None:
-    await asyncio.sleep(0)
-
-
-class Live:
-    def __init__(self, server: EmulatorServer, crm: Bitrix24Crm, path: Path) -> None:
-        self.server = server
-        self.crm = crm
-        self.clock = Clock(T0)
-        self.store = OutboxStore.open(path, self.clock)
-        self.dispatcher = Dispatcher(self.store, crm, clock=self.clock, rand=lambda: 0.5)
-        self.http = httpx.AsyncClient(base_url=server.base_url)
-        self.engine: Engine | None = None
-
-    async def start_engine(self, settings: RuleSettings) -> Engine:
-        directory = UserDirectory.from_users(await self.crm.users())
-        self.engine = Engine(settings, self.store, directory)
-        return self.engine
-
-    async def fault(self, mode: str) -> None:
-        response = await self.http.post("/_emulator/faults", json={"mode": mode})
-        response.raise_for_status()
-
-    async def calls(self) -> dict[str, dict[str, Any]]:
-        response = await self.http.get("/_emulator/state")
-        response.raise_for_status()
-        return {c["EXTERNAL_CALL_ID"]: c for c in response.json()["calls"]}
-
-    async def all_calls(self) -> list[dict[str, Any]]:
-        response = await self.http.get("/_emulator/state")
-        return list(response.json()["calls"])
-
-    async def drain(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            if self.store.depth() == 0:
-                return
-            if not await self.dispatcher.run_once():
-                due = self.store.next_due()
-                self.clock.now = max(self.clock.now, due if due is not None else self.clock.now)
-                self.clock.advance(0.001)
-        assert self.store.depth() == 0, self.store.listing()
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    server = EmulatorServer(EmulatorOptions(webhook="1/code", rate=None))
-    base = await server.start("127.0.0.1", 0)
-    crm = Bitrix24Crm.from_config(
-        Bitrix24Config(webhook_url=f"{base}/rest/1/code/", timeout=5.0), sleep=_no_wait
-    )
-    rig = Live(server, crm, tmp_path / "store.sqlite3")
-    try:
-        yield rig
-    finally:
-        await rig.http.aclose()
-        await crm.close()
-        rig.store.close()
-        await server.stop()
+__all__ = ["live"]  # the fixture, imported for pytest to find
 
 
 def summary(call: str, **kw: Any) -> CallSummary:

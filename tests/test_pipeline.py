@@ -3,78 +3,33 @@ outbox (SQLite) → Bitrix24 adapter → emulator (HTTP). Assertions read the em
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from callbridge.config import Config, parse_config
 from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.outbox.store import OutboxStore
-from callbridge.pipeline import CallPipeline, build_pipeline
+from callbridge.pipeline import build_pipeline
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
-from tests.waiting import until
+from tests.stack_support import run_until, running_portal, stack_config
 
 TRACES = Path(__file__).parent / "traces" / "asterisk-22.10.1"
 
 
 @pytest.fixture
 async def portal() -> AsyncIterator[str]:
-    server = EmulatorServer(EmulatorOptions(webhook="1/pipeline", rate=None))
-    base = await server.start("127.0.0.1", 0)
-    try:
+    async with running_portal("1/pipeline") as base:
         yield base
-    finally:
-        await server.stop()
 
 
-async def _state(base: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(f"{base}/_emulator/state")
-        resp.raise_for_status()
-        data: dict[str, Any] = resp.json()
-        return data
+def _calls_finished(calls: int) -> Callable[[dict[str, Any]], bool]:
+    def done(state: dict[str, Any]) -> bool:
+        return len([c for c in state["calls"] if c["finished"]]) >= calls
 
-
-def _config(sim: AsteriskSimulator, base: str, tmp_path: Path) -> Config:
-    return parse_config(
-        {
-            "ami": {
-                "host": "127.0.0.1",
-                "port": sim.port,
-                "username": "cb",
-                "secret": "pw",
-                "ping_interval": 30.0,
-                "reconnect_min": 0.05,
-                "reconnect_max": 0.2,
-            },
-            "bitrix24": {"webhook_url": f"{base}/rest/1/pipeline/"},
-            "store": {"path": str(tmp_path / "cb.sqlite3")},
-        },
-        {},
-    )
-
-
-async def _run_until_finished(pipeline: CallPipeline, base: str, calls: int) -> dict[str, Any]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(pipeline.run(stop))
-    try:
-
-        async def finished() -> bool:
-            state = await _state(base)
-            done = [c for c in state["calls"] if c["finished"]]
-            return len(done) >= calls and pipeline.outbox.depth() == 0
-
-        await until(finished, f"{calls} calls finished in the emulator", within=60)
-        return await _state(base)
-    finally:
-        stop.set()
-        await task
+    return done
 
 
 async def test_replayed_traces_land_once_each_with_the_real_answerer(
@@ -91,11 +46,13 @@ async def test_replayed_traces_land_once_each_with_the_real_answerer(
     )
     await sim.start("127.0.0.1", 0)
     store = OutboxStore.open(tmp_path / "cb.sqlite3", time.time)
-    config = _config(sim, portal, tmp_path)
+    config = stack_config(sim.port, portal, "1/pipeline", tmp_path / "cb.sqlite3")
     crm = Bitrix24Crm.from_config(config.bitrix24)
     try:
         pipeline = build_pipeline(config, crm, store)
-        state = await _run_until_finished(pipeline, portal, calls=4)
+        state = await run_until(
+            pipeline, portal, _calls_finished(4), "4 calls finished in the emulator"
+        )
     finally:
         await crm.close()
         store.close()

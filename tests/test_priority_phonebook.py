@@ -9,6 +9,7 @@ company added here; ``registration_priority`` puts companies first.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from callbridge.store.db import connect
 from callbridge.store.phonebook import PhonebookStore
 from callbridge.web.app import create_app
 from callbridge.web.serve import RunningServer, start_server
+from tests.stack_support import portal_state
 from tests.waiting import until
 
 TRACE_01 = Path(__file__).parent / "traces" / "asterisk-22.10.1" / "01-inbound-answered.ami"
@@ -45,11 +47,7 @@ class Stack:
     company_id: int
 
     async def state(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=10) as http:
-            resp = await http.get(f"{self.portal}/_emulator/state")
-            resp.raise_for_status()
-            data: dict[str, Any] = resp.json()
-            return data
+        return await portal_state(self.portal, http_timeout=10)
 
     async def searches(self) -> int:
         by_method = (await self.state())["requests"]["by_method"]
@@ -117,26 +115,27 @@ async def start_stack(tmp_path: Path, *, agi: bool) -> Stack:
     return Stack(emulator, portal, sim, web, phonebook, company_id)
 
 
-@pytest.fixture
-async def with_phonebook(tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = await start_stack(tmp_path, agi=True)
+@contextlib.asynccontextmanager
+async def running_stack(tmp_path: Path, *, agi: bool) -> AsyncIterator[Stack]:
+    stack = await start_stack(tmp_path, agi=agi)
     try:
         yield stack
     finally:
         await stack.web.stop()
         await stack.sim.stop()
         await stack.emulator.stop()
+
+
+@pytest.fixture
+async def with_phonebook(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, agi=True) as stack:
+        yield stack
 
 
 @pytest.fixture
 async def without_phonebook(tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = await start_stack(tmp_path, agi=False)
-    try:
+    async with running_stack(tmp_path, agi=False) as stack:
         yield stack
-    finally:
-        await stack.web.stop()
-        await stack.sim.stop()
-        await stack.emulator.stop()
 
 
 async def test_registration_priority_reads_the_phonebook_without_asking_the_crm(

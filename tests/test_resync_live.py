@@ -27,15 +27,19 @@ What must hold after each run:
   device Up); one answered inside the gap and still up at the resync ends answered, by the
   answerer or — when the answerer's leg did not survive the gap — by the one who took it on;
 * a call whose channels all vanished during the gap ends at the resync time, noted so;
-* a call still up at the resync keeps its real end; a call wholly inside the gap is unseen;
+* a call still up at the resync keeps its real end and has no note (even when some of
+  its channels vanished in the gap); a call wholly inside the gap is unseen;
   a call over before the cut equals its truth;
 * with no gap at all, every call equals its truth (:func:`comparable`) — except that the
   answer time may be the resync time when the answer's event had not arrived before the
   cut while the snapshot already showed the answering device Up.
 
 Cuts sit only in clean pauses (:class:`Timing`): no message before the cut is stamped
-after it, none after it before it. No-gap cuts avoid, for now, the windows of a known
-tracker bug (:func:`awaiting_dial`).
+after it, none after it before it. Besides the seeded cuts, :data:`REGRESSIONS` keeps
+cuts that once failed: between a leg's ``Newchannel`` and the ``DialBegin`` that dials it
+(:func:`awaiting_dial`: the leg is live and not yet dialed, which a resync must not take
+for "dialed while we were away"), and a gap that swallows the answer of a Local pair's
+``;1`` half after its device answered.
 
 The last test runs the whole pipeline to the Bitrix24 emulator: AMI dropped mid-call with a
 gap, then the simulated PBX restarted mid-call with other (re-keyed) calls; no card stays
@@ -182,13 +186,10 @@ def awaiting_dial(trace: Path) -> set[int]:
     """Cut points (``keep``) that fall after a channel's ``Newchannel`` and before the
     ``DialBegin`` that dials it.
 
-    KNOWN TRACKER BUG (reported; remove this filter once fixed): a resync treats every
-    live channel not yet dialed as "dialed while we were away", even one the tracker saw
-    created and whose ``DialBegin`` simply has not come yet. With no gap at all, such a
-    cut gives an outbound call no external number (the trunk leg, still ``Down`` on
-    ``s``, becomes the first dial target) or reorders ``rang`` of a ring group (the
-    later-dialed leg, created first, is counted as rung first). Cuts with a gap there
-    are kept: their checks do not depend on what was dialed before the resync.
+    A resync there sees a live leg the tracker knows and nobody dialed yet. It once took
+    it for "dialed while we were away": an outbound call lost its external number (the
+    trunk leg, still ``Down`` on ``s``, became the first dial target) and a ring group's
+    ``rang`` was reordered (the later-dialed leg, created first, counted first).
     """
     data = trace.read_bytes()
     framer = AmiFramer(expect_banner=data.startswith(BANNER_PREFIX.encode()))
@@ -213,23 +214,42 @@ def plan(trace: Path) -> list[Cut]:
     keeps = sorted(rng.sample(edges, CUTS_PER_TRACE))
     gaps = list(GAPS)
     rng.shuffle(gaps)
-    window = awaiting_dial(trace)
-    calm = [i for i in edges if i not in window]
     cuts: list[Cut] = []
     for keep, gap in zip(keeps, gaps, strict=True):
         lost = 0
         if gap > 0:
             # Every message due within ``gap`` seconds of the cut, at least one.
             lost = timing.edge_after(timing.at_edge(keep, 0.25) + gap, keep + 1) - keep
-        elif keep not in calm:
-            # The nearest cut outside the windows of the known bug (``awaiting_dial``).
-            taken = {c.keep for c in cuts} | set(keeps)
-            keep = min((i for i in calm if i not in taken), key=lambda i: (abs(i - keep), i))
         cuts.append(Cut(trace, keep, lost))
     return cuts
 
 
-ALL_CUTS = [cut for trace in trace_paths() for cut in plan(trace)]
+def in_window(trace: Path, near: int) -> Cut:
+    """The no-gap cut inside :func:`awaiting_dial`'s windows nearest to ``near``."""
+    timing = Timing([trace])
+    window = [i for i in sorted(awaiting_dial(trace)) if timing.is_edge(i)]
+    return Cut(trace, min(window, key=lambda i: (abs(i - near), i)), 0)
+
+
+FREEPBX = TRACES / "asterisk-22.10.1-freepbx"
+
+#: Cuts that once failed, kept whatever the seeds draw.
+REGRESSIONS = [
+    # Trunk leg created (Down, Exten s) and not yet dialed: the number comes with the
+    # DialBegin after the resync.
+    in_window(PLAIN / "06-outbound-answered.ami", 70),
+    in_window(PLAIN / "06b-outbound-no-answer.ami", 70),
+    in_window(PLAIN / "08-click-to-call.ami", 0),
+    in_window(FREEPBX / "F06-outbound-answered.ami", 0),
+    # PJSIP/102 created before PJSIP/101 is dialed: rang stays in dial order.
+    in_window(FREEPBX / "F03-ringgroup-local.ami", 560),
+    # 102 answered on the ;2 side (seen); the gap swallowed the ;1's DialEnd ANSWER and
+    # every hangup: answered by 102, ended at the resync.
+    Cut(FREEPBX / "F03-ringgroup-local.ami", 639, 118),
+]
+
+SEEDED = [cut for trace in trace_paths() for cut in plan(trace)]
+ALL_CUTS = SEEDED + REGRESSIONS
 
 
 # -- the consumer: CallPipeline.on_ami_item with only the tracker behind it ---------------
@@ -306,10 +326,6 @@ def advance_to(sim: AsteriskSimulator, clock: ManualClock, position: float) -> N
     """Move the PBX clock to ``position`` seconds of its timeline (started at 0)."""
     assert position >= clock.monotonic()
     clock.advance(position - clock.monotonic())
-    # The simulator's pacer computes a delay, then sleeps it in a task that may not have
-    # started yet: started after this advance, it would wait the old delay from the new
-    # time. Waking it makes it recompute against the clock as it is now.
-    sim.notify()
 
 
 def _timeline(sim: AsteriskSimulator) -> Timeline:
@@ -429,7 +445,10 @@ def check(
             assert actual.end == at, where
             assert actual.note is not None and "gap" in actual.note, where
         else:
+            # It went on after the resync, to a real hangup: no gap note, even when some
+            # of its channels vanished in the gap.
             assert actual.end == pytest.approx(exp["end"], abs=1e-6), where
+            assert actual.note is None, where
         if not exp["answered"]:
             continue
         if exp["answer"] < cut_time:
@@ -457,11 +476,19 @@ def test_cut_plan_covers_no_gap_and_gaps_in_every_trace() -> None:
     traces = trace_paths()
     assert len(traces) >= 21  # 15 plain + 6 FreePBX, without the failed login
     for trace in traces:
-        cuts = [c for c in ALL_CUTS if c.trace == trace]
+        cuts = [c for c in SEEDED if c.trace == trace]
         assert len(cuts) == CUTS_PER_TRACE
         assert sum(1 for c in cuts if c.lost == 0) >= 2
         assert sum(1 for c in cuts if c.lost > 0) >= 2
         assert plan(trace) == cuts  # seeded: the same cuts every run
+
+
+def test_regression_cuts_sit_where_they_mean_to() -> None:
+    for cut in REGRESSIONS:
+        timing = Timing([cut.trace])
+        assert timing.is_edge(cut.keep) and timing.is_edge(cut.keep + cut.lost), cut
+        if cut.lost == 0:
+            assert cut.keep in awaiting_dial(cut.trace), cut
 
 
 # -- the whole pipeline: AMI dropped and the PBX restarted, mid-call ----------------------
@@ -608,3 +635,49 @@ async def test_ami_dropped_and_pbx_restarted_mid_call_leave_no_card_open(
         assert methods.count("telephony.externalcall.finish") == 1, methods
         assert call["shown_now"] == [], call  # no card left open
     assert pipeline.stats.calls_seen == 4 and pipeline.stats.calls_ended == 4
+
+
+# -- the simulator's clock, as a resync relies on it ---------------------------------------
+
+
+async def test_ping_under_asap_answers_with_the_timeline_time_not_the_clock() -> None:
+    """Under ``asap`` the timeline runs ahead of the simulator's clock (here a manual one
+    that never moves): the Ping that dates a snapshot still answers with the time the
+    events already sent were stamped on, the timeline's ``epoch + position``."""
+    trace = PLAIN / "06-outbound-answered.ami"
+    timing = Timing([trace])
+    sim = AsteriskSimulator(
+        username=USER,
+        secret=SECRET,
+        traces=[trace],
+        asap=True,
+        rebase_time=True,
+        clock=ManualClock(start=EPOCH),
+        auth_fail_delay=0,
+    )
+    await sim.start("127.0.0.1", 0)
+    follower = Follower(sim.port)
+    try:
+        await follower.start()
+        await until(lambda: follower.received == len(timing), "the whole trace read", WITHIN)
+        pong = await follower.client.ping()
+    finally:
+        await follower.close()
+        await sim.stop()
+    assert timing.release[-1] > 1.0  # the trace spans time the clock never moved through
+    assert float(pong["Timestamp"]) == pytest.approx(EPOCH + timing.release[-1], abs=1e-5)
+
+
+async def test_manual_clock_sleep_until_keeps_its_deadline_when_started_late() -> None:
+    """The pacer sleeps in a task that starts after it computed when to wake; a clock
+    moved in between must not push the wake-up later (it sleeps until a deadline)."""
+    clock = ManualClock(start=EPOCH)
+    late = asyncio.ensure_future(clock.sleep_until(5.0))  # not started yet
+    clock.advance(3.0)
+    await asyncio.sleep(0)  # now it starts, at 3.0
+    assert not late.done() and clock.sleepers == 1
+    clock.advance(2.0)  # 5.0: its deadline, not 3.0 + 5.0
+    await late
+    assert clock.sleepers == 0
+    passed = asyncio.ensure_future(clock.sleep_until(4.0))  # a deadline already behind
+    await passed

@@ -37,8 +37,8 @@ from callbridge.rules import Registration, RuleSettings, UserDirectory, registra
 from callbridge.rules.numbers import normalise
 from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from tests.test_outbox_support import Clock
-from tests.test_sim_asterisk_support import RawAmi
+from tests.outbox_support import Clock
+from tests.sim_asterisk_support import RawAmi
 from tests.test_tracker_traces import load, trace_path
 
 PBX = PbxConfig()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from tests.test_sim_asterisk_support import RawAmi
+from tests.sim_asterisk_support import RawAmi
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 
-from tests.test_sim_asterisk_support import LIMIT, SIMPLE, RawAmi, http
+from tests.sim_asterisk_support import LIMIT, SIMPLE, RawAmi, http
 
 _RUN = "import sys; from callbridge.cli import main; sys.exit(main())"
 

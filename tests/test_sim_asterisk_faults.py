@@ -9,7 +9,7 @@ import pytest
 from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from tests.test_sim_asterisk_support import SIMPLE, RawAmi, http
+from tests.sim_asterisk_support import SIMPLE, RawAmi, http
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections import defaultdict
 from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from tests.test_sim_asterisk_support import RawAmi, http
+from tests.sim_asterisk_support import RawAmi, http
 
 
 def _linkedid(msg: AmiMessage) -> str | None:

@@ -10,7 +10,7 @@ from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.originate import split_variables
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from tests.test_sim_asterisk_support import RawAmi, http
+from tests.sim_asterisk_support import RawAmi, http
 
 
 @pytest.fixture

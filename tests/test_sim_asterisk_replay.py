@@ -9,7 +9,7 @@ from pathlib import Path
 from callbridge.pbx.ami.framing import AmiMessage
 from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from tests.test_sim_asterisk_support import FREEPBX, SIMPLE, RawAmi, trace_events
+from tests.sim_asterisk_support import FREEPBX, SIMPLE, RawAmi, trace_events
 
 _HEX = re.compile(r"-([0-9a-f]{8})(?=;[12]$|$)")
 

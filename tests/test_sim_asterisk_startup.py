@@ -21,7 +21,7 @@ from callbridge.sim.asterisk.clock import ManualClock
 from callbridge.sim.asterisk.server import AsteriskSimulator
 from callbridge.sim.asterisk.truth import expected_calls
 from tests.e2e_support import get_json, start_sim
-from tests.test_sim_asterisk_support import SIMPLE, RawAmi, trace_events
+from tests.sim_asterisk_support import SIMPLE, RawAmi, trace_events
 
 BUSY = SIMPLE / "03-inbound-busy.ami"
 OUTBOUND = SIMPLE / "06-outbound-answered.ami"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.test_sim_bitrix24_support import (  # noqa: F401 - fixtures
+from tests.sim_bitrix24_support import (  # noqa: F401 - fixtures
     T0,
     Portal,
     Receiver,

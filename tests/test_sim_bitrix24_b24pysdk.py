@@ -19,7 +19,7 @@ import pytest
 from b24pysdk import BitrixWebhook, Client
 from b24pysdk.errors import BitrixAPIBadRequest, BitrixAPIUnauthorized
 
-from tests.test_sim_bitrix24_support import Portal, StartPortal, start_portal  # noqa: F401
+from tests.sim_bitrix24_support import Portal, StartPortal, start_portal  # noqa: F401
 
 T = TypeVar("T")
 

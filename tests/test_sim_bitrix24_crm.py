@@ -9,7 +9,7 @@ import pytest
 
 from callbridge.sim.bitrix24.params import parse_php_query, php_build_query
 from callbridge.sim.bitrix24.phones import clean_call_number, normalize_phone
-from tests.test_sim_bitrix24_support import (  # noqa: F401 - fixtures
+from tests.sim_bitrix24_support import (  # noqa: F401 - fixtures
     Portal,
     envelope,
     portal,

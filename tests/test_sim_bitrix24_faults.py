@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_sim_bitrix24_support import (  # noqa: F401 - fixtures
+from tests.sim_bitrix24_support import (  # noqa: F401 - fixtures
     Portal,
     Receiver,
     envelope,

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import httpx
 
-from tests.test_sim_bitrix24_support import (  # noqa: F401 - fixtures
+from tests.sim_bitrix24_support import (  # noqa: F401 - fixtures
     T0,
     Portal,
     StartPortal,

@@ -22,7 +22,7 @@ from callbridge.pbx.ami.framing import AmiFramer, AmiMessage, encode_action
 from callbridge.pbx.tracker import CallTracker
 from callbridge.sim.asterisk.server import AsteriskSimulator
 from callbridge.sim.asterisk.truth import comparable
-from tests.test_sim_asterisk_support import http
+from tests.sim_asterisk_support import http
 from tests.test_tracker_traces import PBX
 
 CALLS = int(os.environ.get("TRACKER_GENERATED_CALLS", "1000"))

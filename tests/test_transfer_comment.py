@@ -23,9 +23,9 @@ from callbridge.config import Config, parse_config
 from callbridge.crm.base import CrmOperation, OperationKind, ResultRef
 from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.outbox.store import OutboxStore, StoredOp
-from callbridge.pipeline import CallPipeline, build_pipeline
+from callbridge.pipeline import build_pipeline
 from callbridge.sim.asterisk.server import AsteriskSimulator
-from callbridge.sim.bitrix24.server import EmulatorOptions, EmulatorServer
+from tests.stack_support import portal_state, run_until, running_portal, stack_config
 from tests.waiting import until
 
 TRACES = Path(__file__).parent / "traces" / "asterisk-22.10.1"
@@ -37,12 +37,8 @@ CONTACT = ("contact", "1")
 
 @pytest.fixture
 async def portal() -> AsyncIterator[str]:
-    server = EmulatorServer(EmulatorOptions(webhook="1/legs", rate=None))
-    base = await server.start("127.0.0.1", 0)
-    try:
+    async with running_portal("1/legs") as base:
         yield base
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -67,13 +63,6 @@ async def start_sim() -> AsyncIterator[Any]:
         await sim.stop()
 
 
-async def _get(base: str, path: str) -> Any:
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(f"{base}{path}")
-        resp.raise_for_status()
-        return resp.json()
-
-
 async def _rest(base: str, method: str, body: dict[str, Any]) -> Any:
     async with httpx.AsyncClient() as http:
         resp = await http.post(f"{base}/rest/1/legs/{method}", json=body)
@@ -82,24 +71,8 @@ async def _rest(base: str, method: str, body: dict[str, Any]) -> Any:
 
 
 def _config(sim: AsteriskSimulator, base: str, store: Path, **rules: Any) -> Config:
-    return parse_config(
-        {
-            "ami": {
-                "host": "127.0.0.1",
-                "port": sim.port,
-                "username": "cb",
-                "secret": "pw",
-                "ping_interval": 30.0,
-                "reconnect_min": 0.05,
-                "reconnect_max": 0.2,
-            },
-            "bitrix24": {"webhook_url": f"{base}/rest/1/legs/"},
-            "store": {"path": str(store)},
-            "outbox": {"retry_base": 0.05, "retry_cap": 0.2},
-            "rules": rules,
-        },
-        {},
-    )
+    outbox = {"retry_base": 0.05, "retry_cap": 0.2}
+    return stack_config(sim.port, base, "1/legs", store, outbox=outbox, rules=rules)
 
 
 def _ops(store: OutboxStore) -> list[StoredOp]:
@@ -108,26 +81,6 @@ def _ops(store: OutboxStore) -> list[StoredOp]:
 
 def _legs(store: OutboxStore) -> list[StoredOp]:
     return [op for op in _ops(store) if op.key == "legs"]
-
-
-async def _run(pipeline: CallPipeline, base: str, done: Any, what: str) -> dict[str, Any]:
-    """Run the whole pipeline until ``done(state)`` holds and the outbox is empty."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(pipeline.run(stop))
-    try:
-
-        async def finished() -> bool:
-            if task.done():
-                task.result()  # a crashed pipeline fails the test with its own error
-            state: dict[str, Any] = await _get(base, "/_emulator/state")
-            return bool(done(state)) and pipeline.outbox.depth() == 0
-
-        await until(finished, what, within=60)
-        state: dict[str, Any] = await _get(base, "/_emulator/state")
-        return state
-    finally:
-        stop.set()
-        await task
 
 
 def _one_finished_call(state: dict[str, Any]) -> bool:
@@ -144,7 +97,7 @@ async def _replay(
     crm = Bitrix24Crm.from_config(config.bitrix24)
     try:
         pipeline = build_pipeline(config, crm, store)
-        state = await _run(pipeline, portal, _one_finished_call, "the call finished")
+        state = await run_until(pipeline, portal, _one_finished_call, "the call finished")
         return state, _ops(store)
     finally:
         await crm.close()
@@ -239,7 +192,7 @@ async def test_the_comment_survives_a_restart_after_the_finish(
         await crm.close()
         store.close()
 
-    state = await _get(portal, "/_emulator/state")
+    state = await portal_state(portal)
     [call] = state["calls"]
     assert call["finished"] and state["comments"] == []
     reopened = OutboxStore.open(path, time.time)
@@ -255,7 +208,7 @@ async def test_the_comment_survives_a_restart_after_the_finish(
     crm = Bitrix24Crm.from_config(config.bitrix24)
     try:
         second = build_pipeline(config, crm, store)
-        state = await _run(second, portal, lambda s: len(s["comments"]) >= 1, "the comment")
+        state = await run_until(second, portal, lambda s: len(s["comments"]) >= 1, "the comment")
         [done] = _legs(store)
     finally:
         await crm.close()
@@ -307,7 +260,7 @@ async def test_the_adapter_sends_a_comment_after_its_finish_in_the_same_execute(
 
     assert [r.ok for r in results] == [True, True, True], results
     assert results[2].value == {"ID": 1, "result": 1}
-    state = await _get(portal, "/_emulator/state")
+    state = await portal_state(portal)
     assert state["requests"]["by_method"]["batch"] == 2  # finish's batch, then the comment's
     [stored] = state["comments"]
     assert (stored["ENTITY_TYPE"], stored["ENTITY_ID"]) == CONTACT

@@ -316,20 +316,35 @@ class Emulator:
         for event in self.state.take_events():
             self.deliver(event, base_url)
 
+    def _event_body(
+        self,
+        app: App,
+        event: PendingEvent,
+        base: str,
+        *,
+        handler_id: int | None,
+        with_refresh: bool = False,
+    ) -> str:
+        """The form body for ``event`` to ``app``, with this portal's time, token lifetime
+        and public address (its domain is the address without the scheme)."""
+        return build_body(
+            self.state,
+            app,
+            event,
+            now=self.now(),
+            ttl=self.token_ttl,
+            base_url=base,
+            domain=base.split("://", 1)[-1],
+            handler_id=handler_id,
+            with_refresh=with_refresh,
+        )
+
     def deliver(self, event: PendingEvent, base_url: str) -> int:
         base = self.public_url or base_url
         count = 0
         for app, sub in self.deliverer.targets(event):
-            body = build_body(
-                self.state,
-                app,
-                event,
-                now=self.now(),
-                ttl=self.token_ttl,
-                base_url=base,
-                domain=base.split("://", 1)[-1],
-                handler_id=self.state.handlers.index(sub) + 1,
-            )
+            handler_id = self.state.handlers.index(sub) + 1
+            body = self._event_body(app, event, base, handler_id=handler_id)
             self.deliverer.spawn(sub.handler, body, event.name, app.app_id, self.now())
             count += 1
         return count
@@ -344,17 +359,7 @@ class Emulator:
             admin,
         )
         base = self.public_url or base_url
-        body = build_body(
-            self.state,
-            app,
-            event,
-            now=self.now(),
-            ttl=self.token_ttl,
-            base_url=base,
-            domain=base.split("://", 1)[-1],
-            handler_id=None,
-            with_refresh=True,
-        )
+        body = self._event_body(app, event, base, handler_id=None, with_refresh=True)
         status = await self.deliverer.post(handler, body, event.name, app.app_id, self.now())
         return app, status
 

@@ -14,7 +14,7 @@ from typing import Any
 from .context import Ctx, Handler, as_int, iso_time
 from .errors import RestError
 from .listing import ListResult, matches, order_rows, page, select_fields
-from .params import Params
+from .params import Params, list_items
 from .phones import normalize_phone
 from .state import MULTIFIELDS, PortalState
 
@@ -36,13 +36,7 @@ def find_by_phone(state: PortalState, phone: str, entity_type: str) -> list[int]
 
 
 def _multifield_items(state: PortalState, kind: str, value: Any) -> list[dict[str, Any]]:
-    items = (
-        value
-        if isinstance(value, list)
-        else list(value.values())
-        if isinstance(value, dict)
-        else []
-    )
+    items = list_items(value)
     result = []
     for item in items:
         if isinstance(item, dict) and str(item.get("VALUE", "")).strip():
@@ -61,13 +55,7 @@ def _merge_multifield(
     state: PortalState, kind: str, current: list[dict[str, Any]], value: Any
 ) -> list[dict[str, Any]]:
     """§6.1: items without ID are appended; with ID changed; ``DELETE=Y`` or empty VALUE removes."""
-    items = (
-        value
-        if isinstance(value, list)
-        else list(value.values())
-        if isinstance(value, dict)
-        else []
-    )
+    items = list_items(value)
     result = [dict(x) for x in current]
     for item in items:
         if not isinstance(item, dict):
@@ -289,13 +277,7 @@ COMMENT_ENTITY_TYPES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "c
 
 def _comment_files(ctx: Ctx, value: Any) -> dict[str, dict[str, Any]]:
     """``FILES: [[name, base64], …]`` → the list answer's ``FILES`` map (name and size only)."""
-    items = (
-        value
-        if isinstance(value, list)
-        else list(value.values())
-        if isinstance(value, dict)
-        else []
-    )
+    items = list_items(value)
     files: dict[str, dict[str, Any]] = {}
     for item in items:
         pair = (

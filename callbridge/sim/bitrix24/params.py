@@ -70,6 +70,16 @@ def _listify(value: Any) -> Any:
     return value
 
 
+def list_items(value: Any) -> list[Any]:
+    """A list parameter as a list: a JSON list as it is, a form's indexed map
+    (``PHONE[0][VALUE]=…`` parses to ``{"0": {...}}``) by its values, anything else empty."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return list(value.values())
+    return []
+
+
 def _scalar(value: Any) -> str:
     if value is True:
         return "1"

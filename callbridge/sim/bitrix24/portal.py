@@ -7,7 +7,7 @@ from typing import Any
 from .context import Ctx, Handler, as_int, iso_time
 from .errors import RestError
 from .listing import ListResult, matches, order_rows, page
-from .params import Params
+from .params import Params, list_items
 
 SCOPES = ["basic", "crm", "telephony", "user", "im", "task", "placement"]
 _USER_LIST_KEYS = ("sort", "order", "start", "select", "filter", "admin_mode", "auth")
@@ -80,13 +80,7 @@ def tasks_task_add(ctx: Ctx, params: Params) -> dict[str, Any]:
     task_id = ctx.state.next_id("task")
 
     def ids(value: Any) -> list[str]:
-        items = (
-            value
-            if isinstance(value, list)
-            else list(value.values())
-            if isinstance(value, dict)
-            else []
-        )
+        items = list_items(value)
         return [str(x) for x in items]
 
     task = {
