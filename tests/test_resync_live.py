@@ -12,12 +12,11 @@ in the simulator at that moment.
 Time: the simulator is paced (``speed`` 1) on a :class:`ManualClock` that only the test
 moves, rather than ``asap``. Under ``asap`` the timeline runs as fast as a reader drains
 it, so a ``drop_after_messages`` cut keeps playing into the dying session until the writer
-notices (an uncontrolled loss of up to a burst), and the Ping that dates a snapshot answers
-with the wall clock while the rebased event times run ahead of it. On the manual clock the
-timeline plays exactly what is due: the cut loses nothing unless a gap is asked for, a gap
-plays exactly the messages due within it (``gap_seconds``: the PBX refuses connections
-while its timeline runs on), and the PBX clock — the Ping's ``Timestamp`` — is the
-timeline's own time, as on a real Asterisk.
+notices (an uncontrolled loss of up to a burst). On the manual clock the timeline plays
+exactly what is due: the cut loses nothing unless a gap is asked for, and a gap plays
+exactly the messages due within it (``gap_seconds``: the PBX refuses connections while
+its timeline runs on). In both modes the PBX clock — the Ping's ``Timestamp`` — is the
+timeline's own time, as on a real Asterisk (checked for ``asap`` at the end).
 
 What must hold after each run:
 

@@ -1,10 +1,13 @@
 """Rebuilding live state after an AMI gap from a ``CoreShowChannels`` snapshot.
 
 Known channels absent from the snapshot hung up during the gap (at the snapshot time);
-calls left without channels end then, with a note. Unknown channels are adopted (created
-``Duration`` ago); a device that is Up now counts as answered (at the snapshot time if
-its answer was lost). One bad item, or one call that fails to rebuild, is logged and
-skipped.
+calls left without channels end then, with a note (only those: a call that goes on has
+none). Unknown channels are adopted (created ``Duration`` ago) as dialed while we were
+away, and so is a known one now ringing or Up; a known one still Down waits for its
+DialBegin. A device that is Up now counts as answered (at the snapshot time if its
+answer was lost); a device that answered behind a Local pair whose ``;1`` vanished with
+no DialEnd seen counts as answered too. One bad item, or one call that fails to rebuild,
+is logged and skipped.
 
 An adopted leg has no DialBegin: its number comes from the snapshot fields
 (:mod:`.recovery`: the ``Dial`` data of the channel dialing it, its ``Exten``…); a call
@@ -24,6 +27,7 @@ from .channels import Chan, Kind, classify, dial_number, int_or_none
 from .decisions import end, maybe_start, nameless_trunk, update_ringing
 from .dialing import evaluate_answers
 from .linking import chan_of
+from .parties import peer_in_call
 from .recovery import dial_targets, dialed_number, is_outgoing_line, items_of
 from .state import Call, CallState
 
@@ -43,12 +47,15 @@ def rebuild(b: Book, snapshot_items: list[AmiMessage], at: float) -> list[CallEv
     b.last_ts = max(b.last_ts, at)
     present: dict[str, AmiMessage] = {}
     touched: set[str] = set()
+    adopted: set[str] = set()  # channels this resync learnt of
     for item in snapshot_items:
         try:
             uid = item.get("Uniqueid")
             if not uid:
                 continue
             present[uid] = item
+            if uid not in b.chans and uid not in b.recent:
+                adopted.add(uid)
             chan = _adopt_item(b, item, at)
             if chan is None:
                 continue
@@ -59,21 +66,85 @@ def rebuild(b: Book, snapshot_items: list[AmiMessage], at: float) -> list[CallEv
             touched.add(chan.call_id)
         except Exception:
             log.exception("tracker: snapshot item skipped: %r", item.to_json_obj())
-    for chan in [c for c in b.chans.values() if c.alive and c.uid not in present]:
+    vanished = [c for c in b.chans.values() if c.alive and c.uid not in present]
+    for call_id in {c.call_id for c in vanished}:
+        call = b.calls.get(call_id)
+        if call is None:
+            continue
+        try:
+            _answers_through_vanished_locals(b, call, {c.uid for c in vanished})
+        except Exception:
+            log.exception("tracker: answers of call %s before the gap not inferred", call_id)
+    for chan in vanished:
         call = b.calls.get(chan.call_id)
         if call is not None:
-            call.note = _GAP_NOTE
             touched.add(call.call_id)
+            if call.live <= {chan.uid}:
+                # Its last channel: the call itself ended unseen; it ends now (the note
+                # says why). A call that goes on keeps no note.
+                call.note = _GAP_NOTE
         hangup(b, chan, at, None)
     for call_id in touched:
         call = b.calls.get(call_id)
         if call is None:
             continue
         try:
-            _resync_call(b, call, at, present)
+            _resync_call(b, call, at, present, adopted)
         except Exception:
             log.exception("tracker: resync of call %s failed", call_id)
     return out
+
+
+def _answers_through_vanished_locals(b: Book, call: Call, vanished: set[str]) -> None:
+    """A device answered behind a Local pair whose ``;1`` half vanished in the gap
+    without a ``DialEnd`` seen toward it: the answer reached the caller.
+
+    In Asterisk the ``;2`` half answering (its Dial got ``ANSWER``) answers the ``;1``
+    half, and the ``;1`` side's dialer takes that answer unless it cancels the ``;1``
+    first (its caller hung up in the same instant). A ``CANCEL``/``NOANSWER`` would have
+    been seen, so with none seen before the gap, answered is the better guess: the
+    ``;1`` counts as answered at the device's answer time, and the device's answer is
+    confirmed before the vanished channels hang up. Chains of Local pairs are followed
+    inward out (a ``;1`` whose ``;2`` reached an answered ``;1``).
+    """
+    inferred, changed = False, True
+    while changed:
+        changed = False
+        for uid in call.chans:
+            half = b.chans.get(uid)
+            if (
+                half is None
+                or uid not in vanished
+                or half.kind is not Kind.LOCAL
+                or not half.name.endswith(";1")
+                or not half.dialed
+                or half.answered_at is not None
+                or half.dial_status is not None
+            ):
+                continue
+            answer = _answer_behind(b, call, half)
+            if answer is not None:
+                half.answered_at = answer
+                half.dial_status = "ANSWER"
+                changed = inferred = True
+    if inferred and not call.awaiting_number:
+        evaluate_answers(b, call)
+
+
+def _answer_behind(b: Book, call: Call, half: Chan) -> float | None:
+    """When a leg dialed by the ``;2`` peer of ``half`` took the call (``DialEnd
+    ANSWER``, an agent's connect or, for a nested pair, its ``;1``'s answer)."""
+    peer = peer_in_call(b, half)
+    if peer is None:
+        return None
+    times = []
+    for uid in call.chans:
+        leg = b.chans.get(uid)
+        if leg is None or leg.dialer != peer.uid or leg.answered_at is None:
+            continue
+        if leg.dial_status == "ANSWER" or leg.agent_connected:
+            times.append(leg.answered_at)
+    return min(times) if times else None
 
 
 def _adopt_item(b: Book, item: AmiMessage, at: float) -> Chan | None:
@@ -98,7 +169,9 @@ def _adopt_item(b: Book, item: AmiMessage, at: float) -> Chan | None:
     return chan
 
 
-def _resync_call(b: Book, call: Call, at: float, items: dict[str, AmiMessage]) -> None:
+def _resync_call(
+    b: Book, call: Call, at: float, items: dict[str, AmiMessage], adopted: set[str]
+) -> None:
     root_uid = call.root
     call_items = items_of(items, call.chans)
     root = b.root_of(call)
@@ -114,8 +187,12 @@ def _resync_call(b: Book, call: Call, at: float, items: dict[str, AmiMessage]) -
             if chan.state == _UP and chan.answered_at is None and chan.name.endswith(";1"):
                 chan.answered_at = at
             continue
-        if not chan.dialed:
-            # Adopted from the snapshot: it was dialed while we were away.
+        if not chan.dialed and (uid in adopted or chan.state in (_UP, *_RINGING_STATES)):
+            # Adopted from the snapshot, or known and ringing or up now without the
+            # DialBegin we saw: it was dialed while we were away. A known leg still Down
+            # is not (yet): its DialBegin is still to come (created before it is dialed),
+            # and counting it now would make it the first target without its number, or
+            # put it first among legs dialed before it.
             chan.dialed = True
             if chan.kind is Kind.PHONE:
                 chan.label = chan.ext

@@ -26,6 +26,11 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def sleep_until(self, deadline: float) -> None:
+        """Until :meth:`monotonic` reaches ``deadline``: an absolute time, so a sleep that
+        starts late (in a task not yet run) does not wait longer than meant."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -39,12 +44,16 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    async def sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
 
 class ManualClock:
     """A clock that moves only when :meth:`advance` is called (for tests).
 
     ``sleep`` waits until the clock has been advanced past its deadline; a sleep of
-    zero or less returns at once. :attr:`sleepers` tells a test that something waits.
+    zero or less (a deadline already reached) returns at once. :attr:`sleepers` tells a
+    test that something waits.
     """
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
@@ -64,11 +73,14 @@ class ManualClock:
         return sum(1 for _, _, fut in self._waiters if not fut.done())
 
     async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
+        await self.sleep_until(self._now + seconds)
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (self._now + seconds, next(self._seq), fut))
+        heapq.heappush(self._waiters, (deadline, next(self._seq), fut))
         await fut
 
     def advance(self, seconds: float) -> None:

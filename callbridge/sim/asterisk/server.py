@@ -341,6 +341,18 @@ class AsteriskSimulator:
             return self.timeline.position
         return max(self.timeline.position, (self.clock.monotonic() - self._t_start) * self.speed)
 
+    def pbx_time(self) -> float:
+        """Unix time on the simulated PBX's clock: the timeline's epoch plus its position.
+
+        Replayed events carry ``Timestamp`` headers shifted onto the timeline (``epoch +``
+        their position), so this is the clock they were stamped by — paced or ``asap``
+        (where the timeline runs ahead of, or behind, the wall clock). Before the first
+        Login, when no timeline exists, the simulator's clock.
+        """
+        if self.timeline is None:
+            return self.clock.time()
+        return self.timeline.epoch + self.position
+
     def _readers_ready(self) -> bool:
         readers = [s for s in self.sessions if s.reading_events]
         return bool(readers) and all(s.pending < ASAP_BACKLOG for s in readers)
@@ -354,16 +366,19 @@ class AsteriskSimulator:
             self._gap_until_mono = None
         return False
 
-    async def _wait_changed(self, delay: float | None = None) -> None:
-        """Until something changes, or ``delay`` seconds of the clock have passed."""
+    async def _wait_changed(self, deadline: float | None = None) -> None:
+        """Until something changes, or the clock's :meth:`~.Clock.monotonic` reaches
+        ``deadline``."""
         # Waiters on the simulator's state (``wait_for``) see what was just played.
         self._changed.set()
         self._changed.clear()
-        if delay is None:
+        if deadline is None:
             await self._changed.wait()
             return
         waiter = asyncio.ensure_future(self._changed.wait())
-        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        # An absolute deadline: the sleeping task starts later, and a test clock moved
+        # meanwhile must not make it wait a delay computed before the move.
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline))
         try:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -402,9 +417,9 @@ class AsteriskSimulator:
                     await self._wait_changed()
                     continue
             else:
-                delay = (self._t_start + t / self.speed) - self.clock.monotonic()
-                if delay > 0:
-                    await self._wait_changed(delay)
+                due = self._t_start + t / self.speed
+                if due > self.clock.monotonic():
+                    await self._wait_changed(due)
                     continue
             msg = timeline.pop()
             if msg is not None:

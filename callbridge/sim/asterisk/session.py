@@ -150,7 +150,7 @@ class Session:
                     left = self.stall_until - clock.monotonic()
                     if left > 0:
                         self.sim.notify()
-                        await clock.sleep(left)
+                        await clock.sleep_until(self.stall_until)
                         continue
                     self.stall_until = None
                 head = queue[0]
@@ -215,7 +215,8 @@ class Session:
         if low == "challenge":
             return self._challenge_action(msg, aid)
         if low == "ping":
-            ts = f"{self.sim.clock.time():.6f}"
+            # Asterisk's clock, which dated the events already sent: the timeline's.
+            ts = f"{self.sim.pbx_time():.6f}"
             self.send(act.success(aid, ("Ping", "Pong"), ("Timestamp", ts)))
         elif low == "events":
             self.events_on = _events_on(msg.get("EventMask"))
