@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--emulator-port", type=int, default=0)
     demo.add_argument("--web-port", type=int, default=0)
     demo.add_argument("--agi-port", type=int, default=0)
-    demo.add_argument("--calls-per-minute", type=float, default=6.0)
+    demo.add_argument("--calls-per-minute", type=float, default=12.0)
     demo.add_argument("--trace", nargs="+", default=[], metavar="FILE")
     demo.add_argument("--exit-when-idle", action="store_true")
     demo.add_argument("--idle-timeout", type=float, default=120.0)
