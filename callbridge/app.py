@@ -382,6 +382,7 @@ def build_services(
         events_path=EVENTS_PATH,
         lines={line: f"callbridge {line}" for line in dict.fromkeys(config.rules.lines.values())},
         crm_auto_create=config.rules.crm_create,
+        client_id=config.bitrix24.client_id,
     )
     intake = EventIntake(
         dispatcher=dispatcher,
@@ -390,6 +391,7 @@ def build_services(
         expected_member=expected_member,
         clock=clock,
         install_hook=installer.on_install_event,
+        adopt_token=installer.adopt_token_from,
     )
     registry.register("ONAPPUNINSTALL", installer.on_uninstall)
 

@@ -294,3 +294,78 @@ async def test_without_public_url_health_says_nothing_was_bound(tmp_path: Path) 
         assert health.status_code == 503
         assert any("public_url" in r for r in health.json()["reasons"])
         assert (await s.state())["handlers"] == []
+
+
+async def _app_tokens_without_install(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A local application the portal made, whose ONAPPINSTALL never reached callbridge,
+    and a genuine access token of it (OAuth code exchange, §2.2)."""
+    app = (
+        await stack.portal.post("/_emulator/install", json={"handler": "http://127.0.0.1:9/"})
+    ).json()
+    assert app["delivery_status"] != 200  # nobody listens there
+    redirect = await stack.portal.get("/oauth/authorize/", params={"client_id": app["client_id"]})
+    code = dict(httpx.QueryParams(httpx.URL(redirect.headers["location"]).query))["code"]
+    tokens = (
+        await stack.portal.post(
+            "/oauth/token/",
+            params={
+                "grant_type": "authorization_code",
+                "client_id": app["client_id"],
+                "client_secret": app["client_secret"],
+                "code": code,
+            },
+        )
+    ).json()
+    assert tokens["access_token"]
+    return app, tokens
+
+
+async def _interactive_install(stack: Stack, app: dict[str, Any], tokens: dict[str, Any]) -> None:
+    host = httpx.URL(str(stack.portal.base_url))
+    form = {
+        "AUTH_ID": tokens["access_token"],
+        "AUTH_EXPIRES": "3600",
+        "REFRESH_ID": tokens["refresh_token"],
+        "member_id": app["member_id"],
+    }
+    response = await stack.http.post(
+        INSTALL_PATH + f"?DOMAIN={host.host}:{host.port}&PROTOCOL=0",
+        content=urlencode(form),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def _click_event(app: dict[str, Any], access_token: str) -> list[tuple[str, str]]:
+    return [
+        ("event", "ONEXTERNALCALLSTART"),
+        ("data[CALL_ID]", "externalCall.adopt"),
+        ("data[USER_ID]", "1"),
+        ("data[PHONE_NUMBER]", "74957770000"),
+        ("ts", "1"),
+        ("auth[access_token]", access_token),
+        ("auth[member_id]", app["member_id"]),
+        ("auth[application_token]", app["application_token"]),
+    ]
+
+
+async def test_first_genuine_event_supplies_the_application_token(stack: Stack) -> None:
+    # An interactive install gives no application token (§2.2); the first event whose own
+    # access token the portal accepts for this application may supply it.
+    app, tokens = await _app_tokens_without_install(stack)
+    await _interactive_install(stack, app, tokens)
+    store = stack.services.extras["tokens"]
+    assert store.load().application_token == ""
+    response = await stack.post_event(_click_event(app, tokens["access_token"]))
+    assert response.status_code == 200, response.text
+    assert store.load().application_token == app["application_token"]
+
+
+async def test_a_forged_event_cannot_supply_the_application_token(stack: Stack) -> None:
+    app, tokens = await _app_tokens_without_install(stack)
+    await _interactive_install(stack, app, tokens)
+    store = stack.services.extras["tokens"]
+    forged = _click_event(app, "made-up-access-token")
+    assert (await stack.post_event(forged)).status_code == 401
+    assert store.load().application_token == ""
+    assert stack.originates() == []

@@ -143,6 +143,16 @@ class TokenStore:
         )
         return self._generation()
 
+    def adopt_application_token(self, application_token: str) -> bool:
+        """Store the application token a verified event brought, when none is stored yet
+        (an interactive install or a code exchange gives none, reference §2.2)."""
+        cur = self._conn.execute(
+            "UPDATE bitrix24_tokens SET application_token = ?, updated_at = ? "
+            "WHERE portal = ? AND application_token = ''",
+            (application_token, time.time(), self.portal),
+        )
+        return cur.rowcount == 1
+
     def save_refreshed(
         self,
         *,

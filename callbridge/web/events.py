@@ -189,6 +189,9 @@ class EventDispatcher:
 InstallHook = Callable[[BitrixEvent], Awaitable[Response]]
 
 
+_NO_TOKEN_YET = "no application token stored yet (install the application first)"
+
+
 @dataclass
 class EventIntake:
     """The ``POST`` endpoint for portal events.
@@ -204,6 +207,8 @@ class EventIntake:
     expected_member: Callable[[], str | None]
     clock: Callable[[], float]
     install_hook: InstallHook | None = None
+    #: Verifies an event and stores its application token when none is stored yet.
+    adopt_token: Callable[[BitrixEvent], Awaitable[bool]] | None = None
     limits: BodyLimits = field(default_factory=BodyLimits)
     refused: int = field(default=0, init=False)
     repeats: int = field(default=0, init=False)
@@ -223,6 +228,14 @@ class EventIntake:
             return await self.install_hook(event)
 
         problem = self._auth_problem(event)
+        # An install that gave no application token (interactive, code exchange): the
+        # first genuine event may supply it (checked against the portal).
+        if (
+            problem == _NO_TOKEN_YET
+            and self.adopt_token is not None
+            and await self.adopt_token(event)
+        ):
+            problem = self._auth_problem(event)
         if problem:
             self.refused += 1
             log.warning("event %s from %s refused (401): %s", event.name, client, problem)
@@ -246,7 +259,7 @@ class EventIntake:
             return "no auth[application_token]"
         tokens = [t for t in self.accepted_tokens() if t]
         if not tokens:
-            return "no application token stored yet (install the application first)"
+            return _NO_TOKEN_YET
         # Compare with every accepted token, always, so timing says nothing about which.
         matched = False
         for token in tokens:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -173,6 +174,9 @@ class Installer:
     lines: Mapping[str, str] = field(default_factory=dict)
     crm_auto_create: bool = True
     limits: BodyLimits = field(default_factory=BodyLimits)
+    #: Our application's client_id, to check a verified event belongs to it ("" = any).
+    client_id: str = ""
+    verify_timeout: float = 5.0
     #: Called after new tokens are stored (e.g. the call path reloads the users).
     on_installed: list[Callable[[], None]] = field(default_factory=list)
     _setup: asyncio.Task[SetupReport] | None = field(default=None, init=False)
@@ -253,6 +257,45 @@ class Installer:
         for listener in self.on_installed:
             listener()
         return None
+
+    async def adopt_token_from(self, event: BitrixEvent) -> bool:
+        """The first event after an install that left no ``application_token`` (an
+        interactive install, a code exchange) may supply it — but only if it is genuine:
+        it names the installed portal (``member_id``) and its own ``access_token`` is
+        accepted by that portal for *this* application (``app.info``). A forged event has
+        no valid access token, so it sets nothing."""
+        stored = self.tokens.load()
+        given = event.auth.get("application_token")
+        access = event.auth.get("access_token")
+        member = event.auth.get("member_id")
+        if (
+            stored is None
+            or stored.application_token
+            or not stored.client_endpoint
+            or not isinstance(given, str)
+            or not given
+            or not isinstance(access, str)
+            or not access
+            or member != stored.member_id
+        ):
+            return False
+        url = stored.client_endpoint.rstrip("/") + "/app.info"
+        try:
+            async with httpx.AsyncClient(timeout=self.verify_timeout) as http:
+                answer = await http.post(url, data={"auth": access})
+            body = answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("could not verify the event's access token at %s: %s", url, exc)
+            return False
+        result = body.get("result") if isinstance(body, dict) else None
+        code = result.get("CODE") if isinstance(result, dict) else None
+        if not code or (self.client_id and code != self.client_id):
+            log.warning("event's access token not accepted for this application: %r", body)
+            return False
+        if not self.tokens.adopt_application_token(given):
+            return False
+        log.info("application token taken from a verified %s event", event.name)
+        return True
 
     async def wait_setup(self) -> SetupReport | None:
         """The report of the last setup, once it has run (``None``: none started)."""
