@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import sys
@@ -33,7 +34,7 @@ from callbridge.config import Config, ConfigError, load_config, parse_listen
 from callbridge.crm.bitrix24.adapter import Bitrix24Crm
 from callbridge.crm.bitrix24.auth import Auth, OAuthAuth, WebhookAuth
 from callbridge.crm.bitrix24.client import Bitrix24Client
-from callbridge.crm.bitrix24.limiter import LeakyBucket
+from callbridge.crm.bitrix24.limiter import PRIORITY_RESERVE, LeakyBucket
 from callbridge.outbox.dispatcher import EntityLookup
 from callbridge.outbox.store import OutboxStore
 from callbridge.pbx.agi import AgiServer
@@ -247,7 +248,7 @@ def _routing(config: Config, conn: sqlite3.Connection, client: Bitrix24Client) -
     settings = routing_settings_from_config(config)
     book = Phonebook(
         PhonebookStore(conn),
-        Bitrix24PhonebookSource(client.call),
+        Bitrix24PhonebookSource(client.call, functools.partial(client.call, priority=True)),
         region=settings.default_region,
         miss_ttl=settings.miss_ttl,
         crm_backoff=settings.crm_backoff,
@@ -360,7 +361,9 @@ def build_services(
     client = Bitrix24Client(
         _make_auth(config, tokens, clock),
         timeout=config.bitrix24.timeout,
-        limiter=LeakyBucket(config.bitrix24.rate, config.bitrix24.burst),
+        limiter=LeakyBucket(
+            config.bitrix24.rate, config.bitrix24.burst, priority_reserve=PRIORITY_RESERVE
+        ),
     )
     registry = EventRegistry()
     dispatcher = EventDispatcher(registry)

@@ -164,3 +164,16 @@ def test_backoff_grows_and_is_capped() -> None:
         raw = min(30.0, 2.0 ** (attempt - 1))
         d = jittered.delay(attempt, rng)
         assert raw * 0.8 <= d <= min(30.0, raw * 1.2)
+
+
+def test_a_priority_request_goes_ahead_of_queued_bulk_work() -> None:
+    # Bulk work (outbox batches, syncs) fills the bucket and queues; a look-up a caller on
+    # the line is waiting for takes one of the reserved top places at once.
+    bucket = LeakyBucket(2.0, 50, margin=2, priority_reserve=4)
+    now = 100.0
+    bulk_waits = [bucket.reserve(now) for _ in range(60)]
+    assert bulk_waits[:44] == [0.0] * 44 and bulk_waits[-1] > 5.0
+    assert bucket.reserve(now, priority=True) == 0.0
+    # The reserve is only for priority: bulk never plans on those places.
+    fresh = LeakyBucket(2.0, 50, margin=2, priority_reserve=4)
+    assert sum(1 for _ in range(48) if fresh.reserve(now) == 0.0) == 44

@@ -169,8 +169,11 @@ _SELECT = {
 class Bitrix24PhonebookSource:
     """:class:`PhonebookSource` over Bitrix24 REST methods sent through ``call``."""
 
-    def __init__(self, call: CallFn) -> None:
+    def __init__(self, call: CallFn, urgent_call: CallFn | None = None) -> None:
         self._call = call
+        #: For the look-up a caller on the line waits for: ahead of bulk work in the
+        #: shared limiter (``Bitrix24Client.call`` with ``priority=True``).
+        self._urgent_call = urgent_call or call
 
     async def entities_page(
         self, entity_type: str, after_id: int, modified_since: str | None
@@ -206,7 +209,9 @@ class Bitrix24PhonebookSource:
         return found
 
     async def entities_by_phone(self, phone: str) -> list[SourceEntity]:
-        answer = await self._call("crm.duplicate.findbycomm", {"type": "PHONE", "values": [phone]})
+        answer = await self._urgent_call(
+            "crm.duplicate.findbycomm", {"type": "PHONE", "values": [phone]}
+        )
         answer = _unwrap(answer)
         found: list[SourceEntity] = []
         if not isinstance(answer, Mapping):

@@ -47,7 +47,7 @@ from callbridge.crm.bitrix24.auth import Auth, AuthState, OAuthAuth, WebhookAuth
 from callbridge.crm.bitrix24.batch import MAX_COMMANDS, BatchCommand, BatchRef
 from callbridge.crm.bitrix24.client import Bitrix24Client, Sleep
 from callbridge.crm.bitrix24.errors import Bitrix24Error
-from callbridge.crm.bitrix24.limiter import LeakyBucket
+from callbridge.crm.bitrix24.limiter import PRIORITY_RESERVE, LeakyBucket
 from callbridge.crm.bitrix24.transport import Transport
 from callbridge.store.tokens import TokenStore
 
@@ -175,7 +175,7 @@ class Bitrix24Crm(CrmPort):
         client = Bitrix24Client(
             auth,
             transport=Transport(timeout=config.timeout, verify=verify),
-            limiter=LeakyBucket(config.rate, config.burst),
+            limiter=LeakyBucket(config.rate, config.burst, priority_reserve=PRIORITY_RESERVE),
             clock=clock,
             sleep=sleep,
         )

@@ -18,7 +18,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "LeakyBucket", "OperatingGuard"]
+__all__ = ["PRIORITY_RESERVE", "Backoff", "LeakyBucket", "OperatingGuard"]
+
+#: Bucket places callbridge keeps for look-ups a caller on the line waits for.
+PRIORITY_RESERVE = 4
 
 
 class LeakyBucket:
@@ -29,7 +32,9 @@ class LeakyBucket:
     once are spread out at ``1/rate`` apart once the burst is spent.
     """
 
-    def __init__(self, rate: float = 2.0, burst: int = 50, *, margin: int = 2) -> None:
+    def __init__(
+        self, rate: float = 2.0, burst: int = 50, *, margin: int = 2, priority_reserve: int = 0
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         if burst < 1:
@@ -38,12 +43,18 @@ class LeakyBucket:
         self.burst = burst
         # Never plan on the last `margin` places of the portal's bucket; keep at least one.
         self.capacity = float(max(1, burst - max(0, margin)))
+        #: Places at the top of the bucket only priority requests may take (a caller on
+        #: the line waiting for its route), so bulk work (outbox batches, syncs) never
+        #: leaves them queued behind it.
+        self.bulk_capacity = max(1.0, self.capacity - max(0, priority_reserve))
         self._level = 0.0
+        self._prio = 0.0  # the part of the level booked by priority requests
         self._at: float | None = None
 
     def _drain(self, now: float) -> None:
         if self._at is not None and now > self._at:
             self._level = max(0.0, self._level - (now - self._at) * self.rate)
+            self._prio = min(self._prio, self._level)
         if self._at is None or now > self._at:
             self._at = now
 
@@ -52,15 +63,23 @@ class LeakyBucket:
         self._drain(now)
         return self._level
 
-    def wait_time(self, now: float) -> float:
+    def wait_time(self, now: float, *, priority: bool = False) -> float:
         """How long a request made at ``now`` would wait, without booking it."""
         self._drain(now)
-        return max(0.0, (self._level + 1.0 - self.capacity) / self.rate)
+        if not priority:
+            return max(0.0, (self._level + 1.0 - self.bulk_capacity) / self.rate)
+        # Bulk bookings past ``bulk_capacity`` are slots in the future: at ``now`` the
+        # bucket holds at most ``bulk_capacity`` of them, plus the priority requests.
+        filled = min(self._level - self._prio, self.bulk_capacity) + self._prio
+        return max(0.0, (filled + 1.0 - self.capacity) / self.rate)
 
-    def reserve(self, now: float) -> float:
-        """Book one request; returns the seconds to wait before sending it."""
-        wait = self.wait_time(now)
+    def reserve(self, now: float, *, priority: bool = False) -> float:
+        """Book one request; returns the seconds to wait before sending it. A priority
+        request may use the reserved top places, so it goes ahead of queued bulk work."""
+        wait = self.wait_time(now, priority=priority)
         self._level += 1.0
+        if priority:
+            self._prio += 1.0
         return wait
 
     def saturate(self, now: float) -> None:
