@@ -26,6 +26,7 @@ from callbridge.actions.safety import (
 from callbridge.calls import CallStarted
 from callbridge.crm.base import CrmOperation, OperationKind
 from callbridge.pbx.ami.framing import AmiMessage
+from callbridge.pbx.tracker.originate import CHANNELLESS_PREFIX
 
 __all__ = [
     "AUTO_ANSWER_PRESETS",
@@ -275,11 +276,6 @@ _REASONS = {
     "5": "busy",
     "8": "congestion",
 }
-
-
-#: The call id the tracker gives an Originate that failed before any channel existed
-#: (``CallTracker._channelless_failure``): this prefix, then the Originate's ActionID.
-CHANNELLESS_PREFIX = "originate-"
 
 
 @dataclass

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callbridge.sim.asterisk.truth import COMPARED_KEYS
+
 HERE = Path(__file__).parent
 
 T0 = 1795300000.0
@@ -746,30 +748,10 @@ def main() -> None:
     for name, build in SCENARIOS.items():
         stream, calls = build()
         (HERE / f"{name}.ami").write_bytes(stream.to_bytes())
-        ordered = [{key: call[key] for key in KEYS} for call in calls]
+        ordered = [{key: call[key] for key in COMPARED_KEYS} for call in calls]
         text = json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
         (HERE / f"{name}.expected.json").write_text(text, encoding="utf-8")
 
-
-KEYS = (
-    "linkedid",
-    "direction",
-    "external_number",
-    "did",
-    "operator",
-    "rang",
-    "answered",
-    "answered_by",
-    "answered_on",
-    "final_operator",
-    "result",
-    "transfers",
-    "start",
-    "answer",
-    "end",
-    "recordings",
-    "hangup_cause",
-)
 
 if __name__ == "__main__":
     main()

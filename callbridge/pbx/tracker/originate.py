@@ -14,7 +14,11 @@ from .book import Book
 from .channels import Chan, originate_base, phone_of_dial_target
 from .state import Call, Trigger, advance
 
-__all__ = ["on_originate_response"]
+__all__ = ["CHANNELLESS_PREFIX", "on_originate_response"]
+
+#: The call id of an Originate that failed before any channel existed: this prefix, then
+#: the Originate's ActionID (so whoever sent it can recognise its own failure).
+CHANNELLESS_PREFIX = "originate-"
 
 
 def on_originate_response(b: Book, msg: AmiMessage, ts: float) -> None:
@@ -56,7 +60,11 @@ def _channelless_failure(
 ) -> None:
     b.channelless += 1
     action = msg.get("ActionID")
-    call_id = f"originate-{action}" if action else f"originate-{ts:.6f}-{b.channelless}"
+    call_id = (
+        f"{CHANNELLESS_PREFIX}{action}"
+        if action
+        else f"{CHANNELLESS_PREFIX}{ts:.6f}-{b.channelless}"
+    )
     operator = phone_of_dial_target(b.pbx, channel)
     call = Call(call_id=call_id, start=ts)
     call.direction = Direction.OUTBOUND
