@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -114,12 +115,27 @@ def demo_config(
 
 
 async def start_demo(args: argparse.Namespace) -> Demo:
+    """Start every part; if one cannot start, stop those already running and re-raise."""
+    started: list[Callable[[], Awaitable[None]]] = []
+    try:
+        return await _start_parts(args, started)
+    except BaseException:
+        for stop in reversed(started):
+            with contextlib.suppress(Exception):
+                await stop()
+        raise
+
+
+async def _start_parts(
+    args: argparse.Namespace, started: list[Callable[[], Awaitable[None]]]
+) -> Demo:
     host = "127.0.0.1"
     data_dir = Path(args.data_dir)
     replay = bool(args.trace)
 
     emulator = EmulatorServer(EmulatorOptions(webhook=DEMO_WEBHOOK))
     portal = await emulator.start(host, args.emulator_port)
+    started.append(emulator.stop)
 
     secret = secrets.token_hex(8)
     agi_port = args.agi_port or _free_port(host)
@@ -133,6 +149,7 @@ async def start_demo(args: argparse.Namespace) -> Demo:
         auth_fail_delay=1.0,
         agi=(host, agi_port),  # calls to the FastAGI DIDs are routed by callbridge
     )
+    started.append(sim.stop)
     await sim.start(host, args.ami_port)
     await sim.start_control(host, 0)
 
@@ -150,6 +167,7 @@ async def start_demo(args: argparse.Namespace) -> Demo:
         config, settings=click_settings(config), ami=ami, ami_component=ami_component
     )
     web = await start_server(create_app(services), host, web_port, services.ready)
+    started.append(web.stop)
 
     # Install callbridge on the portal as a local application, as an admin would.
     async with httpx.AsyncClient(timeout=30) as http:
@@ -205,7 +223,13 @@ def _still_open(demo: Demo) -> str:
 
 async def _main(args: argparse.Namespace) -> int:
     err = sys.stderr
-    demo = await start_demo(args)
+    try:
+        demo = await start_demo(args)
+    except (OSError, RuntimeError) as exc:
+        # Typically a port given with --ami-port/--emulator-port/--web-port/--agi-port
+        # that something else already uses.
+        err.write(f"callbridge demo: could not start: {exc}\n")
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -96,3 +97,24 @@ async def test_run_with_a_bad_config_says_which_key(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), STARTUP_LIMIT)
     assert proc.returncode == 2
     assert b"listen" in err and b"configuration error" in err
+
+
+async def test_run_with_the_fastagi_port_taken_says_so_and_exits(tmp_path: Path) -> None:
+    # A port in use is a configuration a user gets wrong: one line naming the part and
+    # the port, a non-zero exit, and no SystemExit or hung process.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "cb.toml"
+        config.write_text(
+            f'[web]\nlisten = "127.0.0.1:0"\n[agi]\nlisten = "127.0.0.1:{port}"\n'
+            f'[store]\npath = "{tmp_path / "cb.sqlite3"}"\n',
+            encoding="utf-8",
+        )
+        proc = await _spawn(config)
+        _, err = await asyncio.wait_for(proc.communicate(), STARTUP_LIMIT)
+    assert proc.returncode == 1
+    text = err.decode()
+    assert "could not start fastagi" in text and str(port) in text
+    assert "callbridge could not start" in text

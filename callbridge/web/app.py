@@ -90,7 +90,13 @@ def create_app(services: Services) -> Starlette:
         services.dispatcher.start()
         try:
             for component in services.components:
-                await component.start()
+                try:
+                    await component.start()
+                except Exception as exc:
+                    # One clear line naming the part (a FastAGI port in use, say); the
+                    # parts already started are stopped below.
+                    log.error("could not start %s: %s", component.name, exc)
+                    raise
                 started.append(component)
                 log.info("started %s", component.name)
             services.started = True

@@ -102,7 +102,16 @@ async def start_server(
         app, lifespan="on", log_level=log_level, access_log=False, log_config=None
     )
     server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+
+    async def serve() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit:
+            # uvicorn answers a failed lifespan startup with sys.exit(); inside an event
+            # loop someone else owns (the demo, tests) that must not escape as SystemExit.
+            raise RuntimeError("startup failed (see the log above)") from None
+
+    task = asyncio.create_task(serve(), name="uvicorn")
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if waiter not in done:
